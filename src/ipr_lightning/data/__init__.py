@@ -1,0 +1,1 @@
+"""Data records, file I/O with validation, chat rendering and collators."""

@@ -1,0 +1,131 @@
+"""Render conversations to token ids with assistant-only labels, and collate batches.
+
+The tokenizer's chat template renders the whole conversation once; character spans of the
+trained assistant turns are found by rendering growing prefixes (the template must be
+prefix-stable), and a token is trained iff it starts inside such a span. Everything else —
+system, instruction, observations, the assistant header — gets label -100. The span of an
+assistant turn is its content plus the end-of-turn token right after it, so the model learns
+to stop.
+
+Tokenizers without a chat template get `FALLBACK_CHAT_TEMPLATE` (set by
+`ensure_chat_template`), so training, generation and evaluation share one rendering path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from ipr_lightning.data.records import Turn
+
+IGNORE_INDEX = -100
+
+FALLBACK_CHAT_TEMPLATE = (
+    "{% if bos_token %}{{ bos_token }}{% endif %}"
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}"
+    "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+class TemplateError(ValueError):
+    """The chat template cannot be used for assistant-only masking."""
+
+
+@dataclass
+class Rendered:
+    input_ids: list[int]
+    labels: list[int]
+    truncated: bool
+    """True when the conversation was longer than `max_length` and was cut."""
+
+    @property
+    def num_trained(self) -> int:
+        return sum(label != IGNORE_INDEX for label in self.labels)
+
+
+def ensure_chat_template(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Give a tokenizer without a chat template the plain fallback template."""
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+    return tokenizer
+
+
+def _messages(turns: Sequence[Turn]) -> list[dict[str, str]]:
+    return [{"role": t.role, "content": t.content} for t in turns]
+
+
+def _template(tokenizer: PreTrainedTokenizerBase, turns: Sequence[Turn], gen: bool) -> str:
+    return tokenizer.apply_chat_template(
+        _messages(turns), tokenize=False, add_generation_prompt=gen
+    )
+
+
+def render_text(
+    tokenizer: PreTrainedTokenizerBase, turns: Sequence[Turn], add_generation_prompt: bool = False
+) -> str:
+    """The exact text the model sees; generation prompts use `add_generation_prompt=True`."""
+    return _template(tokenizer, turns, add_generation_prompt)
+
+
+def assistant_spans(
+    tokenizer: PreTrainedTokenizerBase, turns: Sequence[Turn], train_from: int = 0
+) -> tuple[str, list[tuple[int, int]]]:
+    """Full text and the (start, end) character spans of assistant turns at index >= train_from."""
+    text = _template(tokenizer, turns, False)
+    special = sorted(tokenizer.all_special_tokens, key=len, reverse=True)
+    spans = []
+    for i, turn in enumerate(turns):
+        if turn.role != "assistant" or i < train_from:
+            continue
+        before = _template(tokenizer, turns[:i], True)
+        upto = _template(tokenizer, turns[: i + 1], False)
+        if not (text.startswith(before) and text.startswith(upto) and upto.startswith(before)):
+            raise TemplateError(
+                "the tokenizer's chat template is not prefix-stable (rendering more turns "
+                "changes earlier text), so assistant tokens cannot be located"
+            )
+        start = upto.find(turn.content, len(before))
+        if start < 0:
+            raise TemplateError(f"assistant turn {i} does not appear verbatim in the template")
+        end = start + len(turn.content)
+        # Train the end-of-turn marker too (e.g. <|im_end|>, </s>): it is how generation stops.
+        end += next((len(s) for s in special if upto.startswith(s, end)), 0)
+        spans.append((start, end))
+    return text, spans
+
+
+def render_conversation(
+    tokenizer: PreTrainedTokenizerBase, turns: Sequence[Turn], max_length: int, train_from: int = 0
+) -> Rendered:
+    """Token ids and labels for one conversation; only assistant turns >= train_from train."""
+    text, spans = assistant_spans(tokenizer, turns, train_from)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    labels = [IGNORE_INDEX] * len(ids)
+    span_iter = iter(spans)
+    span = next(span_iter, None)
+    for k, (start, _end) in enumerate(offsets):
+        while span is not None and start >= span[1]:
+            span = next(span_iter, None)
+        if span is not None and span[0] <= start < span[1]:
+            labels[k] = ids[k]
+    truncated = len(ids) > max_length
+    return Rendered(ids[:max_length], labels[:max_length], truncated)
+
+
+def pad_batch(rows: Sequence[Rendered], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad rendered rows to the longest: input_ids, attention_mask, labels ([B, T])."""
+    width = max(len(r.input_ids) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r.input_ids)
+        ids[i, :n] = torch.tensor(r.input_ids)
+        labels[i, :n] = torch.tensor(r.labels)
+        mask[i, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}

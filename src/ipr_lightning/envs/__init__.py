@@ -1,0 +1,1 @@
+"""Text environments (Gymnasium-shaped) the agent acts in."""

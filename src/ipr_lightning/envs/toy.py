@@ -1,0 +1,221 @@
+"""A deterministic toy household: "put an object in/on a receptacle", ALFWorld-flavoured.
+
+Small enough to simulate in microseconds, rich enough to need search, opening closed
+receptacles and carrying: a stand-in for fast tests and for the shipped demo data. The
+environment is Gymnasium-shaped (`reset(*, seed, options) -> (obs, info)`,
+`step(action) -> (obs, reward, terminated, truncated, info)`), reward 1 on success.
+
+Regenerate the shipped demo file (it must not drift; a test compares):
+
+    python -m ipr_lightning.envs.toy src/ipr_lightning/resources/demo_trajectories.json
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from ipr_lightning.data.records import Trajectory, Turn
+
+RECEPTACLES = (
+    "cabinet 1",
+    "countertop 1",
+    "drawer 1",
+    "drawer 2",
+    "fridge 1",
+    "shelf 1",
+    "table 1",
+    "box 1",
+)
+OPENABLE = frozenset({"cabinet 1", "drawer 1", "drawer 2", "fridge 1", "box 1"})
+OBJECTS = ("apple", "book", "bowl", "cloth", "key", "mug", "pen", "remote")
+INSTRUCTION = (
+    "You are in a small house and must complete a household task by typing commands. "
+    "Each turn, think briefly about the situation and then act, answering in exactly this "
+    'format:\n"Thought: <your reasoning>\nAction: <one command>"\n'
+    "Commands: go to {recep}; open {recep}; close {recep}; take {obj} from {recep}; "
+    "put {obj} in/on {recep}; look; inventory. Use the exact names you see. "
+    'A command that cannot be done gives "Nothing happens."'
+)
+
+
+@dataclass
+class ToyTask:
+    id: str
+    target_object: str
+    target_recep: str
+    contents: dict[str, list[str]]
+    closed: frozenset[str]
+
+
+def make_task(index: int, seed: int = 0) -> ToyTask:
+    """Task `index` of the family `seed`: a fixed placement of 3-5 objects."""
+    rng = random.Random(seed * 1_000_003 + index)
+    objects = rng.sample(OBJECTS, rng.randint(3, 5))
+    contents: dict[str, list[str]] = {r: [] for r in RECEPTACLES}
+    for obj in objects:
+        contents[rng.choice(RECEPTACLES)].append(f"{obj} 1")
+    target = objects[0]
+    where = next(r for r, objs in contents.items() if f"{target} 1" in objs)
+    goal = rng.choice([r for r in RECEPTACLES if r != where])
+    closed = frozenset(r for r in sorted(OPENABLE) if rng.random() < 0.7)
+    return ToyTask(f"toy-{seed}-{index}", target, goal, contents, closed)
+
+
+def _prep(recep: str) -> str:
+    return "on" if recep.split()[0] in ("countertop", "shelf", "table") else "in"
+
+
+def _listing(items: list[str]) -> str:
+    if not items:
+        return "nothing"
+    named = [f"{'an' if x[0] in 'aeiou' else 'a'} {x}" for x in items]
+    return named[0] if len(named) == 1 else ", ".join(named[:-1]) + ", and " + named[-1]
+
+
+@dataclass
+class ToyEnv:
+    tasks: dict[str, ToyTask]
+    max_turns: int = 20
+    _task: ToyTask | None = None
+    _contents: dict[str, list[str]] = field(default_factory=dict)
+    _closed: set[str] = field(default_factory=set)
+    _at: str | None = None
+    _holding: str | None = None
+    _turns: int = 0
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        task_id = (options or {}).get("task_id")
+        if task_id not in self.tasks:
+            raise KeyError(f"unknown toy task id {task_id!r}")
+        task = self._task = self.tasks[task_id]
+        self._contents = {r: list(objs) for r, objs in task.contents.items()}
+        self._closed, self._at, self._holding, self._turns = set(task.closed), None, None, 0
+        obs = (
+            f"You are in the middle of a room. Looking quickly around you, you see "
+            f"{_listing(list(RECEPTACLES))}.\nYour task is to: put a {task.target_object} "
+            f"{_prep(task.target_recep)} {task.target_recep}."
+        )
+        return obs, {"task_id": task_id}
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        assert self._task is not None, "call reset() first"
+        self._turns += 1
+        obs, won = self._apply(action.strip().lower())
+        truncated = not won and self._turns >= self.max_turns
+        return obs, float(won), won, truncated, {"won": won}
+
+    def _apply(self, a: str) -> tuple[str, bool]:
+        words = a.split()
+        if a.startswith("go to ") and a[6:] in RECEPTACLES:
+            self._at = a[6:]
+            if self._at in self._closed:
+                return f"You arrive at {self._at}. The {self._at} is closed.", False
+            return (
+                f"You arrive at {self._at}. On the {self._at}, you see "
+                f"{_listing(self._contents[self._at])}.",
+                False,
+            )
+        if words[:1] in (["open"], ["close"]) and a.split(" ", 1)[1:] == [self._at or ""]:
+            if self._at not in OPENABLE:
+                return "Nothing happens.", False
+            if words[0] == "open" and self._at in self._closed:
+                self._closed.discard(self._at)
+                return (
+                    f"You open the {self._at}. The {self._at} is open. In it, you see "
+                    f"{_listing(self._contents[self._at])}.",
+                    False,
+                )
+            if words[0] == "close" and self._at not in self._closed:
+                self._closed.add(self._at)
+                return f"You close the {self._at}.", False
+            return "Nothing happens.", False
+        if a.startswith("take ") and " from " in a and self._holding is None:
+            obj, recep = a[5:].split(" from ", 1)
+            if recep == self._at and recep not in self._closed and obj in self._contents[recep]:
+                self._contents[recep].remove(obj)
+                self._holding = obj
+                return f"You pick up the {obj} from the {recep}.", False
+            return "Nothing happens.", False
+        if a.startswith("put ") and " in/on " in a:
+            obj, recep = a[4:].split(" in/on ", 1)
+            if obj == self._holding and recep == self._at and recep not in self._closed:
+                self._contents[recep].append(obj)
+                self._holding = None
+                task = self._task
+                assert task is not None
+                won = obj == f"{task.target_object} 1" and recep == task.target_recep
+                return f"You put the {obj} {_prep(recep)} the {recep}.", won
+            return "Nothing happens.", False
+        if a == "inventory":
+            return (
+                f"You are carrying: a {self._holding}."
+                if self._holding
+                else "You are not carrying anything."
+            ), False
+        if a == "look":
+            where = f"facing the {self._at}" if self._at else "in the middle of a room"
+            return f"You are {where}. Next to it, you see nothing.", False
+        return "Nothing happens.", False
+
+
+def expert_actions(task: ToyTask) -> list[tuple[str, str]]:
+    """(thought, action) pairs: search the likely places in order, then carry and place."""
+    obj, goal = task.target_object, task.target_recep
+    where = next(r for r, objs in task.contents.items() if f"{obj} 1" in objs)
+    steps: list[tuple[str, str]] = []
+    # Look first in a plausible wrong place for half of the tasks, like a real search would.
+    decoy = next((r for r in RECEPTACLES if r not in (where, goal)), None)
+    order = [decoy, where] if decoy and int(task.id.rsplit("-", 1)[1]) % 2 else [where]
+    for i, recep in enumerate(order):
+        found = recep == where
+        think = (
+            f"To solve the task, I need to find a {obj}, then put it {_prep(goal)} {goal}. "
+            f"A {obj} could be in {recep}."
+            if i == 0
+            else f"There is no {obj} there. I will check {recep} next."
+        )
+        steps.append((think, f"go to {recep}"))
+        if recep in task.closed:
+            steps.append((f"The {recep} is closed, so I open it to see inside.", f"open {recep}"))
+        if not found:
+            continue
+        steps.append((f"Now I see a {obj} 1. I take it.", f"take {obj} 1 from {recep}"))
+    steps.append(
+        (f"Now I have the {obj} 1. Next, I need to put it {_prep(goal)} {goal}.", f"go to {goal}")
+    )
+    if goal in task.closed:
+        steps.append((f"The {goal} is closed. I open it first.", f"open {goal}"))
+    steps.append((f"I am at {goal}. I put the {obj} 1 there.", f"put {obj} 1 in/on {goal}"))
+    return steps
+
+
+def expert_trajectory(env: ToyEnv, task: ToyTask) -> Trajectory:
+    """Play the expert in the env; the observations in the record come from the simulation."""
+    obs, _ = env.reset(options={"task_id": task.id})
+    turns = [Turn("user", INSTRUCTION), Turn("assistant", "OK"), Turn("user", obs)]
+    reward = 0.0
+    for thought, action in expert_actions(task):
+        turns.append(Turn("assistant", f"Thought: {thought}\nAction: {action}"))
+        obs, reward, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            break
+        turns.append(Turn("user", f"Observation: {obs}"))
+    return Trajectory(task.id, turns, reward, {"env": "toy"})
+
+
+def demo_trajectories(n: int = 64, seed: int = 0) -> list[Trajectory]:
+    tasks = [make_task(i, seed) for i in range(n)]
+    env = ToyEnv({t.id: t for t in tasks})
+    return [expert_trajectory(env, t) for t in tasks]
+
+
+if __name__ == "__main__":
+    from ipr_lightning.data.io import write_trajectories
+
+    write_trajectories(sys.argv[1], demo_trajectories())
+    print(f"wrote {sys.argv[1]}")
