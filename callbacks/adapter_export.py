@@ -1,0 +1,22 @@
+"""AdapterExport: write the trained adapter as a plain peft folder when fitting ends.
+
+The folder loads with `peft.PeftModel.from_pretrained(base_model, folder)` — no Lightning,
+no checkpoint surgery. (Lightning checkpoints in `checkpoints/` are for resuming.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+
+from ipr_lightning.models import save_adapter
+
+
+class AdapterExport(L.Callback):
+    def __init__(self, dirpath: str | Path) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            save_adapter(pl_module.model, self.dirpath)

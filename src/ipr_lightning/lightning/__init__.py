@@ -1,0 +1,1 @@
+"""Lightning edge: the IPR LightningModule and DataModule."""

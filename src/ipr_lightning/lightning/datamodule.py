@@ -1,0 +1,120 @@
+"""IPRDataModule: serves expert trajectories for SFT, then a preference-pair file per phase.
+
+Config comes at construction, the tokenizer later through `connect` (it is a runtime object
+that the CLI loads once and shares with the module's generation code). The pairs file in use
+is part of `state_dict`, so a resumed run serves the same data it was training on.
+"""
+
+from __future__ import annotations
+
+import random
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+from transformers import PreTrainedTokenizerBase
+
+from ipr_lightning.config import DataConfig
+from ipr_lightning.data.datasets import PairCollator, PairDataset, SFTCollator, SFTDataset
+from ipr_lightning.data.io import read_pairs, read_trajectories
+from ipr_lightning.data.records import Trajectory
+
+EMBEDDED_FILES = {"embedded:demo": "demo_trajectories.json"}
+
+
+def resolve_data_file(name: str) -> Path:
+    """A path on disk, or one of the files shipped in the package (`embedded:demo`)."""
+    if name in EMBEDDED_FILES:
+        return Path(str(resources.files("ipr_lightning") / "resources" / EMBEDDED_FILES[name]))
+    if name.startswith("embedded:"):
+        raise ValueError(f"unknown embedded data {name!r}; known: {sorted(EMBEDDED_FILES)}")
+    return Path(name).expanduser()
+
+
+def split_train_val(
+    items: list[Trajectory], val_fraction: float, seed: int
+) -> tuple[list[Trajectory], list[Trajectory]]:
+    """Deterministic split by seed; at least one validation item when the fraction is > 0."""
+    if val_fraction <= 0 or len(items) < 2:
+        return list(items), []
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(val_fraction * len(items)))
+    val_idx = set(order[:n_val])
+    return (
+        [x for i, x in enumerate(items) if i not in val_idx],
+        [x for i, x in enumerate(items) if i in val_idx],
+    )
+
+
+class IPRDataModule(L.LightningDataModule):
+    def __init__(self, cfg: DataConfig, seed: int = 0) -> None:
+        super().__init__()
+        self.cfg, self.seed = cfg, seed
+        self.tokenizer: PreTrainedTokenizerBase | None = None
+        self.pairs_file: str | None = None
+        """Preference pairs being served; None while in the SFT phase."""
+        self.train_data: Dataset | None = None
+        self.val_data: Dataset | None = None
+
+    def connect(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.tokenizer = tokenizer
+
+    def use_pairs(self, path: str | Path) -> None:
+        """Serve this pairs file from the next dataloader build on (preference phase)."""
+        self.pairs_file = str(path)
+        self.train_data = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tokenizer is None:
+            raise RuntimeError("IPRDataModule.connect(tokenizer) must be called before setup")
+        if self.train_data is not None:
+            return
+        if self.pairs_file is not None:
+            self.train_data = PairDataset(
+                read_pairs(self.pairs_file), self.tokenizer, self.cfg.max_length
+            )
+            self.val_data = None
+            return
+        trajectories = read_trajectories(resolve_data_file(self.cfg.train_file))
+        train, val = split_train_val(trajectories, self.cfg.val_fraction, self.seed)
+        self.train_data = SFTDataset(train, self.tokenizer, self.cfg.max_length)
+        self.val_data = SFTDataset(val, self.tokenizer, self.cfg.max_length) if val else None
+
+    def _collator(self) -> SFTCollator | PairCollator:
+        assert self.tokenizer is not None
+        pad = self.tokenizer.pad_token_id
+        return PairCollator(pad) if self.pairs_file else SFTCollator(pad)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        assert self.train_data is not None
+        return DataLoader(
+            self.train_data,
+            batch_size=self.cfg.batch_size,
+            shuffle=True,
+            collate_fn=self._collator(),
+            num_workers=self.cfg.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        self.setup("fit")
+        if self.val_data is None:
+            return []
+        return DataLoader(
+            self.val_data,
+            batch_size=self.cfg.batch_size,
+            shuffle=False,
+            collate_fn=self._collator(),
+            num_workers=self.cfg.num_workers,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pairs_file": self.pairs_file}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pairs_file = state_dict.get("pairs_file")
+        if pairs_file is not None and pairs_file != self.pairs_file:
+            self.use_pairs(pairs_file)

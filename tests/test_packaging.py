@@ -1,0 +1,82 @@
+"""A plain (non-editable) install ships the callbacks and the demo data inside the package."""
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(ROOT),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (path,) = out.glob("ipr_lightning-*.whl")
+    return path
+
+
+def test_wheel_contains_callbacks_resources_and_entry_point(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "ipr_lightning/callbacks/__init__.py" in names
+    assert "ipr_lightning/callbacks/adapter_export.py" in names
+    assert "ipr_lightning/resources/demo_trajectories.json" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert (
+        "ipr-fit = ipr_lightning.cli:fit_main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    )
+
+
+def test_installed_callbacks_import_outside_the_repo(wheel, tmp_path):
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        timeout=300,
+    )
+    code = (
+        "import ipr_lightning.callbacks as c, ipr_lightning.lightning.datamodule as d; "
+        "print(c.__file__); print(d.resolve_data_file('embedded:demo').is_file())"
+    )
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    where, has_data = proc.stdout.split()
+    assert Path(where).is_relative_to(target) and has_data == "True"
