@@ -123,9 +123,11 @@ def test_malformed_data_file_is_one_line_exit_2(tmp_path):
             str(ROOT / "configs/tiny.yaml"),
             f"data.train_file={bad}",
             f"output_dir={tmp_path / 'o'}",
+            f"model.cache_dir={tmp_path / 'cache'}",  # empty: building a model would show
         )
     )
     assert str(bad) in line and "record 0 (id='t0')" in line and "conversations[0]" in line
+    assert not (tmp_path / "cache").exists(), "the data must be checked before any model work"
 
 
 def test_help_config_lists_keys():

@@ -132,14 +132,15 @@ def test_named_reference_adapter_is_the_frozen_copy(module, tokenizer):
     assert not torch.allclose(now, at_copy, atol=1e-3)
 
 
-def test_preference_training_logs_trl_metrics_and_checkpoints_only_adapters(
+def test_qlora_preference_training_logs_trl_metrics_and_checkpoints_only_adapters(
     tiny_model_cfg, tokenizer, tmp_path
 ):
     write_pairs(tmp_path / "pairs.json", make_pairs(8))
     data = IPRDataModule(DataConfig(batch_size=4, val_fraction=0.0))
     data.connect(tokenizer)
     data.use_pairs(tmp_path / "pairs.json")
-    module = IPRModule(replace(tiny_model_cfg), OptimConfig(lr=1e-2), LossConfig())
+    qlora = replace(tiny_model_cfg, quantization="nf4", dtype="bfloat16")
+    module = IPRModule(qlora, OptimConfig(lr=1e-2), LossConfig())
     module.phase = "preference"
     trainer = L.Trainer(
         max_epochs=3,
@@ -171,7 +172,8 @@ def test_preference_training_logs_trl_metrics_and_checkpoints_only_adapters(
     trainer.save_checkpoint(tmp_path / "c.ckpt")
     ckpt = torch.load(tmp_path / "c.ckpt", weights_only=False)
     keys = list(ckpt["state_dict"])
-    assert keys and all("lora_" in k for k in keys)
+    assert keys and all("lora_" in k for k in keys)  # not one 4-bit base weight
+    assert any(type(m).__name__ == "Linear4bit" for m in module.model.modules())
     assert ckpt["ipr_phase"] == {"phase": "preference", "reference_adapter": None}
     assert ckpt["optimizer_states"]  # resumable: optimizer state is kept
 

@@ -151,10 +151,10 @@ def fit(cfg: RunConfig, resume: bool) -> dict:
     ckpt = checkpoint_to_resume(cfg, resume)
     save_config(cfg, Path(cfg.output_dir) / "config.yaml")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    tokenizer = ensure_chat_template(load_tokenizer(cfg.model))
     data = IPRDataModule(cfg.data, cfg.seed)
-    data.connect(tokenizer)
-    data.setup("fit")  # read and validate the data before the (slow) model load
+    data.read()  # validate the data before any (slow) model work
+    data.connect(ensure_chat_template(load_tokenizer(cfg.model)))
+    data.setup("fit")
     module = IPRModule(cfg.model, cfg.optim, cfg.loss)
     trainer = build_trainer(cfg)
     start = time.perf_counter()

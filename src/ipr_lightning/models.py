@@ -374,29 +374,6 @@ def _require_adapter(model: torch.nn.Module, name: str | None) -> None:
         raise ValueError(f"no adapter {name!r}; have {sorted(model.peft_config)}")
 
 
-def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Only the trained parameters (policy LoRA weights, or all for full fine-tuning), keyed by
-    `named_parameters()` names; views, not copies. Load with `load_trainable_state_dict`."""
-    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def load_trainable_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load what `trainable_state_dict` returned; every key must name a parameter."""
-    params = dict(model.named_parameters())
-    unknown = sorted(set(state) - set(params))
-    if unknown:
-        raise ValueError(f"checkpoint has {len(unknown)} unknown parameters, e.g. {unknown[0]}")
-    with torch.no_grad():
-        for name, tensor in state.items():
-            params[name].copy_(tensor)
-
-
-def adapter_state_dict(model: torch.nn.Module, name: str = POLICY) -> dict[str, torch.Tensor]:
-    """One adapter's weights in peft's saved-file format (no adapter name in the keys)."""
-    _require_adapter(model, name)
-    return peft.get_peft_model_state_dict(model, adapter_name=name)
-
-
 def save_adapter(model: torch.nn.Module, path: str | Path, adapter: str = POLICY) -> Path:
     """Save adapter `adapter` so `PeftModel.from_pretrained(base, path)` loads it directly.
 

@@ -56,6 +56,7 @@ class IPRDataModule(L.LightningDataModule):
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.pairs_file: str | None = None
         """Preference pairs being served; None while in the SFT phase."""
+        self.trajectories: list[Trajectory] | None = None
         self.train_data: Dataset | None = None
         self.val_data: Dataset | None = None
 
@@ -66,6 +67,12 @@ class IPRDataModule(L.LightningDataModule):
         """Serve this pairs file from the next dataloader build on (preference phase)."""
         self.pairs_file = str(path)
         self.train_data = None
+
+    def read(self) -> list[Trajectory]:
+        """Read and validate the expert trajectories (no tokenizer needed: fails fast)."""
+        if self.trajectories is None:
+            self.trajectories = read_trajectories(resolve_data_file(self.cfg.train_file))
+        return self.trajectories
 
     def setup(self, stage: str | None = None) -> None:
         if self.tokenizer is None:
@@ -78,8 +85,7 @@ class IPRDataModule(L.LightningDataModule):
             )
             self.val_data = None
             return
-        trajectories = read_trajectories(resolve_data_file(self.cfg.train_file))
-        train, val = split_train_val(trajectories, self.cfg.val_fraction, self.seed)
+        train, val = split_train_val(self.read(), self.cfg.val_fraction, self.seed)
         self.train_data = SFTDataset(train, self.tokenizer, self.cfg.max_length)
         self.val_data = SFTDataset(val, self.tokenizer, self.cfg.max_length) if val else None
 
