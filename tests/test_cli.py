@@ -133,3 +133,37 @@ def test_malformed_data_file_is_one_line_exit_2(tmp_path):
 def test_help_config_lists_keys():
     proc = run("--help-config")
     assert proc.returncode == 0 and "optim.lr = 2e-05" in proc.stdout
+
+
+def test_ipr_eval_runs_on_a_trained_run(sft_run):
+    out, _ = sft_run
+    ipr_eval = str(Path(sys.executable).parent / "ipr-eval")
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    args = [
+        "--run",
+        str(out),
+        "eval.max_episodes=3",
+        "env.max_turns=2",
+        "eval.max_new_tokens=6",
+        "eval.split=valid_seen",
+    ]
+    proc = subprocess.run(
+        [ipr_eval, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "success rate" in proc.stdout
+    lines = (out / "eval/valid_seen/transcripts.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 3 and all(r["turns"] == 2 and r["truncated"] for r in records)
+    assert records[0]["conversations"][1] == {"from": "gpt", "value": "OK"}
+    summary = json.loads((out / "eval/valid_seen/summary.json").read_text())
+    assert summary["episodes"] == 3 and 0.0 <= summary["invalid_rate"] <= 1.0
+    bad = subprocess.run(
+        [ipr_eval, "eval.split=valid_seen"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert one_line_error(bad).endswith("give exactly one of --run DIR or --config FILE")

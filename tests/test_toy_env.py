@@ -10,7 +10,7 @@ from ipr_lightning.lightning.datamodule import resolve_data_file
 
 
 def actions_of(traj):
-    return [t.content.split("Action: ", 1)[1] for t in traj.turns[3:] if t.role == "assistant"]
+    return [t.content for t in traj.turns[3:] if t.role == "assistant"]
 
 
 def test_shipped_demo_file_is_what_the_generator_writes():
@@ -38,9 +38,11 @@ def test_invalid_actions_and_step_limit():
     task = make_task(3)
     env = ToyEnv({task.id: task}, max_turns=3)
     env.reset(options={"task_id": task.id})
-    assert env.step("fly to the moon")[0] == "Nothing happens."
-    assert env.step(f"take {task.target_object} 1 from nowhere")[0] == "Nothing happens."
-    obs, reward, terminated, truncated, _ = env.step("inventory")
+    obs, _, _, _, info = env.step("Action: fly to the moon")
+    assert obs == "Nothing happens." and info["invalid"] and not info["malformed"]
+    obs, _, _, _, info = env.step("I think I should take the mug")  # no Action: at all
+    assert obs == "Nothing happens." and info["invalid"] and info["malformed"]
+    obs, reward, terminated, truncated, _ = env.step("Thought: hm.\nAction: inventory")
     assert obs == "You are not carrying anything."
     assert (reward, terminated, truncated) == (0.0, False, True)
     with pytest.raises(KeyError, match="unknown toy task"):

@@ -5,6 +5,7 @@
     ipr-fit --config configs/demo.yaml --optim.lr=1e-4 # the form W&B sweeps pass
     ipr-fit --config configs/demo.yaml --resume        # continue from output_dir's last.ckpt
     ipr-fit --help-config                              # every key, its default and meaning
+    (ipr-eval, in eval_cli.py, evaluates a run's adapter on held-out tasks.)
 
 User mistakes (config, data files, model paths) end with one line on stderr and exit code 2.
 """
@@ -25,13 +26,16 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 from ipr_lightning.callbacks import AdapterExport
 from ipr_lightning.config import ConfigError, RunConfig, describe, load_config, save_config
-from ipr_lightning.data.io import DataFileError
+from ipr_lightning.data.io import DataFileError, read_trajectories, write_trajectories
+from ipr_lightning.data.records import Trajectory
 from ipr_lightning.data.render import TemplateError, ensure_chat_template
+from ipr_lightning.envs.build import build_env
 from ipr_lightning.lightning.datamodule import IPRDataModule
 from ipr_lightning.lightning.module import IPRModule
 from ipr_lightning.models import load_tokenizer
 
 USER_ERRORS = (ConfigError, DataFileError, TemplateError)
+ENV_EXPERT = "env:expert"
 log = logging.getLogger("ipr_lightning")
 
 
@@ -147,11 +151,24 @@ def print_summary(s: dict) -> None:
     )
 
 
+def env_expert_trajectories(cfg: RunConfig) -> list[Trajectory]:
+    """The env's expert on its train split, written once into the run (resume reuses it)."""
+    path = Path(cfg.output_dir) / "expert_trajectories.json"
+    if path.is_file():
+        return read_trajectories(path)
+    log.info("playing the %s expert on the %s split", cfg.env.name, cfg.env.train_split)
+    trajectories = build_env(cfg.env, cfg.env.train_split).expert()
+    write_trajectories(path, trajectories)
+    return trajectories
+
+
 def fit(cfg: RunConfig, resume: bool) -> dict:
     ckpt = checkpoint_to_resume(cfg, resume)
     save_config(cfg, Path(cfg.output_dir) / "config.yaml")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = IPRDataModule(cfg.data, cfg.seed)
+    if cfg.data.train_file == ENV_EXPERT:
+        data.use_trajectories(env_expert_trajectories(cfg))
     data.read()  # validate the data before any (slow) model work
     data.connect(ensure_chat_template(load_tokenizer(cfg.model)))
     data.setup("fit")

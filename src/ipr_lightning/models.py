@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import logging
 import os
 import shutil
 import sys
@@ -26,6 +25,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import bitsandbytes as bnb
+import peft
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
@@ -39,15 +40,6 @@ from transformers import (
 )
 
 from ipr_lightning.config import ConfigError, LoraConfig, ModelConfig
-
-# On AVX512-BF16 CPUs, importing bitsandbytes (peft does) logs that an optional CPU kernel could
-# not be fetched from the hub. We never use it (see _disable_bnb_cpu_packing), and the stray
-# line would spoil one-line error messages, so filter it out before the import.
-logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
-    lambda record: "kernels-community" not in record.getMessage()
-)
-import bitsandbytes as bnb  # noqa: E402
-import peft  # noqa: E402
 
 POLICY = "policy"  # adapter name of the trained policy
 REFERENCE = "reference"  # adapter name of the frozen reference copy
@@ -229,6 +221,8 @@ def build_lora_config(lora: LoraConfig) -> peft.LoraConfig:
 def load_model(cfg: ModelConfig) -> torch.nn.Module:
     """The model ready to train: full fine-tuning, LoRA (adapter `POLICY`) or QLoRA (nf4)."""
     kwargs: dict[str, object] = {"dtype": TORCH_DTYPES[cfg.dtype]}
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
     if cfg.quantization == "nf4":
         kwargs["quantization_config"] = build_bnb_config(cfg)
         on_gpu = torch.cuda.is_available()
@@ -393,3 +387,21 @@ def save_adapter(model: torch.nn.Module, path: str | Path, adapter: str = POLICY
             if item.is_file():
                 os.replace(item, path / item.name)
     return path
+
+
+def load_adapter_weights(model: torch.nn.Module, path: str | Path, adapter: str = POLICY) -> None:
+    """Load a folder written by `save_adapter` into adapter `adapter` of a `load_model` model
+    (same LoRA config), so a run's result is evaluated on the same (possibly 4-bit) base."""
+    _require_adapter(model, adapter)
+    file = Path(path) / "adapter_model.safetensors"
+    if not file.is_file():
+        raise ConfigError(f"no adapter at {path} (expected {file.name})")
+    from safetensors.torch import load_file
+
+    result = peft.set_peft_model_state_dict(model, load_file(str(file)), adapter_name=adapter)
+    missing = [k for k in result.missing_keys if f".{adapter}." in k and "lora_" in k]
+    if missing or result.unexpected_keys:
+        raise ConfigError(
+            f"adapter at {path} does not fit model.lora: {len(missing)} missing and "
+            f"{len(result.unexpected_keys)} unexpected weights (different rank or modules?)"
+        )

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import random
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ipr_lightning.data.records import Trajectory, Turn
+from ipr_lightning.envs.base import TextEnv, build_prompt
 
 RECEPTACLES = (
     "cabinet 1",
@@ -75,39 +76,37 @@ def _listing(items: list[str]) -> str:
     return named[0] if len(named) == 1 else ", ".join(named[:-1]) + ", and " + named[-1]
 
 
-@dataclass
-class ToyEnv:
-    tasks: dict[str, ToyTask]
-    max_turns: int = 20
-    _task: ToyTask | None = None
-    _contents: dict[str, list[str]] = field(default_factory=dict)
-    _closed: set[str] = field(default_factory=set)
-    _at: str | None = None
-    _holding: str | None = None
-    _turns: int = 0
+class ToyEnv(TextEnv):
+    instruction = INSTRUCTION
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[str, dict[str, Any]]:
-        task_id = (options or {}).get("task_id")
+    def __init__(self, tasks: dict[str, ToyTask], max_turns: int = 20) -> None:
+        super().__init__()
+        self.tasks, self.max_turns = tasks, max_turns
+        self._task: ToyTask | None = None
+        self._contents: dict[str, list[str]] = {}
+        self._closed: set[str] = set()
+        self._at: str | None = None
+        self._holding: str | None = None
+
+    def task_ids(self) -> list[str]:
+        return list(self.tasks)
+
+    def _reset(self, task_id: str) -> tuple[str, dict[str, Any]]:
         if task_id not in self.tasks:
             raise KeyError(f"unknown toy task id {task_id!r}")
         task = self._task = self.tasks[task_id]
         self._contents = {r: list(objs) for r, objs in task.contents.items()}
-        self._closed, self._at, self._holding, self._turns = set(task.closed), None, None, 0
+        self._closed, self._at, self._holding = set(task.closed), None, None
         obs = (
             f"You are in the middle of a room. Looking quickly around you, you see "
             f"{_listing(list(RECEPTACLES))}.\nYour task is to: put a {task.target_object} "
             f"{_prep(task.target_recep)} {task.target_recep}."
         )
-        return obs, {"task_id": task_id}
+        return obs, {}
 
-    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        assert self._task is not None, "call reset() first"
-        self._turns += 1
-        obs, won = self._apply(action.strip().lower())
-        truncated = not won and self._turns >= self.max_turns
-        return obs, float(won), won, truncated, {"won": won}
+    def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
+        obs, won = self._apply(action.lower())
+        return obs, float(won), won, {"won": won}
 
     def _apply(self, a: str) -> tuple[str, bool]:
         words = a.split()
@@ -194,17 +193,18 @@ def expert_actions(task: ToyTask) -> list[tuple[str, str]]:
     return steps
 
 
-def expert_trajectory(env: ToyEnv, task: ToyTask) -> Trajectory:
+def expert_trajectory(env: ToyEnv, task: ToyTask, example: list[Turn] | None = None) -> Trajectory:
     """Play the expert in the env; the observations in the record come from the simulation."""
     obs, _ = env.reset(options={"task_id": task.id})
-    turns = [Turn("user", INSTRUCTION), Turn("assistant", "OK"), Turn("user", obs)]
+    turns = build_prompt(env.instruction, obs, example)
     reward = 0.0
     for thought, action in expert_actions(task):
-        turns.append(Turn("assistant", f"Thought: {thought}\nAction: {action}"))
-        obs, reward, terminated, truncated, _ = env.step(action)
+        output = f"Thought: {thought}\nAction: {action}"
+        turns.append(Turn("assistant", output))
+        obs, reward, terminated, truncated, _ = env.step(output)
         if terminated or truncated:
             break
-        turns.append(Turn("user", f"Observation: {obs}"))
+        turns.append(Turn("user", env.format_observation(obs)))
     return Trajectory(task.id, turns, reward, {"env": "toy"})
 
 

@@ -68,6 +68,10 @@ class IPRDataModule(L.LightningDataModule):
         self.pairs_file = str(path)
         self.train_data = None
 
+    def use_trajectories(self, trajectories: list[Trajectory]) -> None:
+        """Serve these expert trajectories instead of reading `cfg.train_file`."""
+        self.trajectories, self.train_data = list(trajectories), None
+
     def read(self) -> list[Trajectory]:
         """Read and validate the expert trajectories (no tokenizer needed: fails fast)."""
         if self.trajectories is None:

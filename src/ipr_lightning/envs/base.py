@@ -1,0 +1,124 @@
+"""The text-agent environment protocol, the one ReAct parser, and the one prompt builder.
+
+Every environment (toy, ALFWorld, InterCodeSQL, WebShop-style) is Gymnasium-shaped:
+
+    obs, info = env.reset(options={"task_id": "..."})
+    obs, reward, terminated, truncated, info = env.step(model_output)
+
+`step` takes the model's whole output (`Thought: ...\\nAction: ...`); `parse_react` is the
+only place that extracts the action. Output without a usable action becomes the env's
+invalid-action observation with `info["invalid"] = True` (counted by the rollout engine),
+never an exception; `info["invalid"]` is also set when the env rejects a well-formed
+command. Reaching `max_turns` without finishing is `truncated`.
+
+`build_prompt` makes the conversation start used identically by SFT data, exploration, MC
+scoring and evaluation: instruction, `OK`, optional in-context example turns, then the task.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ipr_lightning.data.records import Turn
+
+ACTION_RE = re.compile(r"^\s*Action\s*:\s?", re.MULTILINE | re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ParsedOutput:
+    thought: str | None
+    action: str | None
+    """The text after the last `Action:` marker, stripped; None when there is none."""
+
+
+def parse_react(text: str) -> ParsedOutput:
+    """Split `Thought: ...\\nAction: ...` output. Only the part after the last `Action:` line
+    marker is the action (models sometimes restate earlier ones in their thought)."""
+    matches = list(ACTION_RE.finditer(text))
+    if not matches:
+        return ParsedOutput(None, None)
+    last = matches[-1]
+    action = text[last.end() :].strip()
+    thought = text[: last.start()].strip()
+    thought = re.sub(r"^\s*Thought\s*:\s*", "", thought, flags=re.IGNORECASE) or None
+    return ParsedOutput(thought, action or None)
+
+
+def build_prompt(instruction: str, task: str, example: Sequence[Turn] | None = None) -> list[Turn]:
+    """instruction / OK / [in-context example turns] / task — the one conversation start."""
+    turns = [Turn("user", instruction), Turn("assistant", "OK")]
+    if example:
+        if example[0].role != "user" or example[-1].role != "assistant":
+            raise ValueError("an in-context example must start with user and end with assistant")
+        turns.extend(example)
+    turns.append(Turn("user", task))
+    return turns
+
+
+class TextEnv(ABC):
+    """Base of every environment: turn counting, parsing, truncation; subclasses do the rest.
+
+    Subclasses implement `task_ids`, `_reset(task_id) -> (obs, info)`,
+    `_step(action) -> (obs, reward, done, info)` and set `instruction`; they may override
+    `to_action` (e.g. keep only the first line) and `invalid_observation`.
+    """
+
+    max_turns: int = 20
+    instruction: str = ""
+    invalid_observation: str = "Nothing happens."
+
+    def __init__(self) -> None:
+        self._turns = 0
+        self._task_id: str | None = None
+
+    @abstractmethod
+    def task_ids(self) -> list[str]: ...
+
+    @abstractmethod
+    def _reset(self, task_id: str) -> tuple[str, dict[str, Any]]: ...
+
+    @abstractmethod
+    def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]: ...
+
+    @property
+    def task_id(self) -> str | None:
+        """The task of the current episode (None before the first reset)."""
+        return self._task_id
+
+    def to_action(self, parsed: ParsedOutput) -> str | None:
+        """The env command for parsed output, or None if unusable (default: first line)."""
+        if parsed.action is None:
+            return None
+        return parsed.action.splitlines()[0].strip() or None
+
+    def format_observation(self, obs: str) -> str:
+        """How a step's observation appears as the next user turn."""
+        return f"Observation: {obs}"
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        task_id = (options or {}).get("task_id")
+        if task_id is None:
+            raise ValueError("reset needs options={'task_id': ...}")
+        self._turns, self._task_id = 0, str(task_id)
+        obs, info = self._reset(self._task_id)
+        return obs, {"task_id": self._task_id, **info}
+
+    def step(self, output: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        if self._task_id is None:
+            raise RuntimeError("call reset() before step()")
+        self._turns += 1
+        action = self.to_action(parse_react(output))
+        if action is None:  # malformed output: the env's "invalid" answer, never a crash
+            obs, reward, done = self.invalid_observation, 0.0, False
+            info = {"invalid": True, "malformed": True}
+        else:
+            obs, reward, done, info = self._step(action)
+            info = {"invalid": obs == self.invalid_observation, "malformed": False, **info}
+        truncated = not done and self._turns >= self.max_turns
+        return obs, reward, done, truncated, {"action": action, **info}

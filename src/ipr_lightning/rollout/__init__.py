@@ -1,0 +1,1 @@
+"""Batched rollouts: policies and the lock-step episode engine (no Lightning)."""

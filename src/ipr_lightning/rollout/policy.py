@@ -1,0 +1,170 @@
+"""Policies: "given K chat histories and sampling settings, return K assistant outputs".
+
+One interface for every consumer (evaluation, exploration, MC scoring, scripted tests).
+`HFPolicy` renders each history with the tokenizer's chat template (the same rendering as
+training), left-pads, and runs one batched `generate` per call (in chunks of `batch_size`);
+a named LoRA adapter is selected for the call, so explorer and scorer share one base model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
+
+from ipr_lightning.data.records import Turn
+from ipr_lightning.data.render import render_text
+
+# Agents must stop before inventing the environment's answer.
+STOP_MARKERS = ("\nObservation:", "\nObservation :")
+# A finished one-line action: the `Action: ...` line and its newline.
+ACTION_LINE_RE = re.compile(r"^[ \t]*Action[ \t]*:[^\n]*\S[^\n]*\n", re.MULTILINE | re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.0
+    """0 = greedy."""
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    seed: int | None = None
+    """Seeds the sampler for this call (reproducible sampling); None = torch's global RNG."""
+    stop_after_action_line: bool = True
+    """Stop a row once its `Action: ...` line is complete (one-line actions: ALFWorld, the
+    toy env). The env reads only that line, so tokens after it would be wasted."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    tokens: int
+    """Generated tokens (before cutting at a stop marker)."""
+
+
+class Policy:
+    def act(self, histories: Sequence[Sequence[Turn]], sampling: Sampling) -> list[Generation]:
+        raise NotImplementedError
+
+
+class ScriptedPolicy(Policy):
+    """A policy from a function of the history (tests, oracles, random baselines)."""
+
+    def __init__(self, fn: Callable[[Sequence[Turn]], str]) -> None:
+        self.fn = fn
+        self.calls: list[int] = []
+        """Batch size of each `act` call (lets tests check that episodes are batched)."""
+
+    def act(self, histories: Sequence[Sequence[Turn]], sampling: Sampling) -> list[Generation]:
+        self.calls.append(len(histories))
+        outs = [self.fn(h) for h in histories]
+        return [Generation(o, len(o.split())) for o in outs]
+
+
+def cut_at_stop(text: str, after_action_line: bool = False) -> str:
+    """Drop anything from an invented `Observation:` on (and, if asked, after the first
+    complete action line), and surrounding whitespace."""
+    for marker in STOP_MARKERS:
+        text = text.split(marker, 1)[0]
+    if after_action_line and (m := ACTION_LINE_RE.search(text)):
+        text = text[: m.end()]
+    return text.strip()
+
+
+class ActionLineStop(StoppingCriteria):
+    """Per row: done once the generated text holds a complete `Action:` line."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_length: int) -> None:
+        self.tokenizer, self.prompt_length = tokenizer, prompt_length
+
+    def __call__(
+        self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object
+    ) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(
+            input_ids[:, self.prompt_length :], skip_special_tokens=True
+        )
+        done = [ACTION_LINE_RE.search(t) is not None for t in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+class HFPolicy(Policy):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        adapter: str | None = None,
+        batch_size: int = 16,
+    ) -> None:
+        """`adapter`: the LoRA adapter to act with (None: the model as it is; for a peft model
+        that means its active adapter)."""
+        self.model, self.tokenizer = model, tokenizer
+        self.adapter, self.batch_size = adapter, batch_size
+
+    def _adapter_context(self):  # noqa: ANN202
+        from peft import PeftModel
+
+        from ipr_lightning.models import reference_context
+
+        if self.adapter is not None and isinstance(self.model, PeftModel):
+            return reference_context(self.model, self.adapter)
+        return nullcontext()
+
+    def act(self, histories: Sequence[Sequence[Turn]], sampling: Sampling) -> list[Generation]:
+        prompts = [render_text(self.tokenizer, h, add_generation_prompt=True) for h in histories]
+        # Similar lengths share a chunk: less padding, same results (rows are independent).
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        results: list[Generation | None] = [None] * len(prompts)
+        was_training = self.model.training
+        self.model.eval()
+        rng = torch.random.fork_rng(devices=[]) if sampling.seed is not None else nullcontext()
+        try:
+            with torch.no_grad(), self._adapter_context(), rng:
+                if sampling.seed is not None:
+                    torch.manual_seed(sampling.seed)
+                for start in range(0, len(order), self.batch_size):
+                    chunk = order[start : start + self.batch_size]
+                    for i, gen in zip(
+                        chunk, self._generate([prompts[i] for i in chunk], sampling), strict=True
+                    ):
+                        results[i] = gen
+        finally:
+            self.model.train(was_training)
+        return [r for r in results if r is not None]
+
+    def _generate(self, prompts: list[str], sampling: Sampling) -> list[Generation]:
+        tok = self.tokenizer
+        side = tok.padding_side
+        tok.padding_side = "left"  # generation appends on the right: pad on the left
+        try:
+            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        finally:
+            tok.padding_side = side
+        device = next(self.model.parameters()).device
+        enc = {k: v.to(device) for k, v in enc.items()}
+        greedy = sampling.temperature <= 0
+        stops = StoppingCriteriaList()
+        if sampling.stop_after_action_line:
+            stops.append(ActionLineStop(tok, enc["input_ids"].shape[1]))
+        out = self.model.generate(
+            **enc,
+            max_new_tokens=sampling.max_new_tokens,
+            do_sample=not greedy,
+            temperature=None if greedy else sampling.temperature,
+            top_p=None if greedy else sampling.top_p,
+            top_k=None,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            stop_strings=list(STOP_MARKERS),
+            tokenizer=tok,
+            stopping_criteria=stops,
+        )
+        new = out[:, enc["input_ids"].shape[1] :]
+        gens = []
+        for row in new:
+            n = int((row != tok.pad_token_id).sum())
+            text = tok.decode(row, skip_special_tokens=True)
+            gens.append(Generation(cut_at_stop(text, sampling.stop_after_action_line), n))
+        return gens

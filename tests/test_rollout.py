@@ -1,0 +1,187 @@
+"""Env protocol, lock-step rollouts and batched evaluation on the toy env (scripted policies),
+and the HF policy's batched generation on the tiny model."""
+
+import json
+import random
+import re
+
+import pytest
+import torch
+
+from ipr_lightning.config import EnvConfig
+from ipr_lightning.data.records import Turn
+from ipr_lightning.envs.base import build_prompt, parse_react
+from ipr_lightning.envs.build import build_env
+from ipr_lightning.envs.toy import RECEPTACLES, expert_actions
+from ipr_lightning.rollout.engine import EpisodeSpec, run_episodes
+from ipr_lightning.rollout.evaluate import evaluate
+from ipr_lightning.rollout.policy import HFPolicy, Sampling, ScriptedPolicy, cut_at_stop
+
+
+@pytest.mark.parametrize(
+    ("text", "thought", "action"),
+    [
+        ("Thought: go.\nAction: go to shelf 1", "go.", "go to shelf 1"),
+        ("Action: look", None, "look"),
+        ("thought: a\naction:  open drawer 1  \n", "a", "open drawer 1"),
+        ("Thought: Action: is a word\nAction: inventory", "Action: is a word", "inventory"),
+        ("I will go to the shelf.", None, None),
+        ("Thought: hm\nAction:", "hm", None),
+    ],
+)
+def test_parse_react(text, thought, action):
+    parsed = parse_react(text)
+    assert (parsed.thought, parsed.action) == (thought, action)
+
+
+def test_build_prompt_places_the_example_between_ok_and_task():
+    example = [Turn("user", "task A"), Turn("assistant", "Action: a")]
+    turns = build_prompt("inst", "task B", example)
+    assert [t.content for t in turns] == ["inst", "OK", "task A", "Action: a", "task B"]
+    with pytest.raises(ValueError, match="in-context example"):
+        build_prompt("inst", "task", [Turn("assistant", "x")])
+
+
+def toy_oracle(history) -> str:
+    """Acts from observations only: search receptacles in order, open closed ones, take the
+    target when seen, carry it to the goal, open that if closed, put it there."""
+    obj, goal = re.search(r"put an? (\w+) (?:in|on) (.+)\.$", history[2].content).groups()
+    actions = [parse_react(t.content).action for t in history[3:] if t.role == "assistant"]
+    last_action, last_obs = (actions[-1] if actions else ""), history[-1].content
+    at = next(
+        (last_action[len(verb) :] for verb in ("go to ", "open ") if last_action.startswith(verb)),
+        None,
+    )
+    holding = any(a.startswith("take") for a in actions)
+    if "is closed" in last_obs:
+        step = f"open {at}"
+    elif holding and at == goal:
+        step = f"put {obj} 1 in/on {goal}"
+    elif holding:
+        step = f"go to {goal}"
+    elif f"{obj} 1" in last_obs and at:
+        step = f"take {obj} 1 from {at}"
+    else:
+        visited = {a[6:] for a in actions if a.startswith("go to ")}
+        step = "go to " + next(r for r in RECEPTACLES if r not in visited)
+    return f"Thought: next step.\nAction: {step}"
+
+
+def random_policy(seed: int):
+    rng = random.Random(seed)
+
+    def act(history):
+        recep = rng.choice(RECEPTACLES)
+        return f"Thought: why not.\nAction: {rng.choice(['go to', 'open', 'close'])} {recep}"
+
+    return act
+
+
+@pytest.fixture
+def handle():
+    return build_env(EnvConfig(n_valid_unseen=24), "valid_unseen")
+
+
+def test_oracle_scores_100_and_random_near_0(handle, tmp_path):
+    policy = ScriptedPolicy(toy_oracle)
+    report, episodes = evaluate(
+        handle, policy, Sampling(), max_live=8, out_dir=tmp_path, progress=False
+    )
+    assert report.episodes == 24 and report.success_rate == 1.0 and report.invalid_rate == 0
+    # Lock-step: each call serves every live episode, not one episode per call.
+    assert sum(policy.calls) == sum(ep.policy_actions for ep in episodes)
+    assert max(policy.calls) == 8 and sum(policy.calls) / len(policy.calls) > 6
+    lines = (tmp_path / "transcripts.jsonl").read_text().splitlines()
+    assert len(lines) == 24 and json.loads(lines[0])["success"] is True
+    assert json.loads((tmp_path / "summary.json").read_text())["success_rate"] == 1.0
+
+    report, _ = evaluate(handle, ScriptedPolicy(random_policy(0)), Sampling(), progress=False)
+    assert report.success_rate < 0.1 and report.avg_turns == 20  # truncated at max_turns
+
+
+def test_malformed_output_is_counted_not_fatal(handle):
+    report, episodes = evaluate(
+        handle,
+        ScriptedPolicy(lambda h: "I am not sure."),
+        Sampling(),
+        max_episodes=3,
+        progress=False,
+    )
+    assert report.malformed_rate == 1.0 and report.invalid_rate == 1.0
+    assert all(ep.truncated and ep.turns[-1].role == "assistant" for ep in episodes)
+    assert episodes[0].turns[4].content == "Observation: Nothing happens."
+
+
+def test_forced_prefix_is_replayed_in_the_env(handle):
+    """The expert prefix is executed (fresh observations from the env), then the policy acts."""
+    task_id = handle.task_ids[0]
+    task = handle.make_env().tasks[task_id]
+    steps = [f"Thought: {t}\nAction: {a}" for t, a in expert_actions(task)]
+    seen = []
+    policy = ScriptedPolicy(lambda h: seen.append(list(h)) or steps[len(seen)])
+    (ep,) = run_episodes(
+        handle.make_env,
+        [EpisodeSpec(task_id, forced=tuple(steps[:1]), key=(0, task_id, 1, 0))],
+        policy,
+        Sampling(),
+        handle.build_start,
+        progress=False,
+    )
+    assert ep.n_forced == 1 and ep.key == (0, task_id, 1, 0)
+    assert seen[0][4].content.startswith("Observation: You arrive at")  # from the env
+    assert ep.terminated and ep.reward == 1.0 and ep.policy_actions == len(steps) - 1
+
+
+def test_hf_policy_batched_greedy_equals_one_at_a_time(tiny_model_cfg):
+    from dataclasses import replace
+
+    from ipr_lightning.data.render import ensure_chat_template, render_text
+    from ipr_lightning.models import load_model, load_tokenizer
+
+    cfg = replace(tiny_model_cfg)
+    tok = ensure_chat_template(load_tokenizer(cfg))
+    model = load_model(cfg)
+    histories = [build_prompt("inst", f"task {'x' * k}") for k in (1, 9, 30)]
+    sampling = Sampling(max_new_tokens=12)
+    batched = HFPolicy(model, tok, batch_size=3).act(histories, sampling)
+    single = [HFPolicy(model, tok, batch_size=1).act([h], sampling)[0] for h in histories]
+    assert [g.text for g in batched] == [g.text for g in single]
+    # ... and equal to a plain HF generate on the rendered prompt, cut at our stop marker.
+    ids = tok(
+        render_text(tok, histories[1], add_generation_prompt=True),
+        return_tensors="pt",
+        add_special_tokens=False,
+    )
+    with torch.no_grad():
+        out = model.generate(
+            **ids, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id
+        )
+    text = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert batched[1].text == cut_at_stop(text)
+    assert model.training  # restored after acting
+    s = Sampling(temperature=1.0, max_new_tokens=8, seed=3)
+    first = HFPolicy(model, tok).act(histories, s)
+    assert first == HFPolicy(model, tok).act(histories, s)  # seeded sampling is reproducible
+
+
+def test_cut_at_stop():
+    assert cut_at_stop("Thought: a\nAction: b\nObservation: invented") == "Thought: a\nAction: b"
+    assert cut_at_stop("Thought: a\nAction: go to x\nCommands: y", after_action_line=True) == (
+        "Thought: a\nAction: go to x"
+    )
+    assert cut_at_stop("Thought: a\nAction: go to x\nmore") == "Thought: a\nAction: go to x\nmore"
+
+
+def test_action_line_stop_marks_only_rows_with_a_finished_action_line(tiny_model_cfg):
+    from ipr_lightning.models import load_tokenizer
+    from ipr_lightning.rollout.policy import ActionLineStop
+
+    tok = load_tokenizer(tiny_model_cfg)
+    prompt = "Observation: Action: old\n"  # in the prompt part: must not count
+    rows = ["Thought: hm.\nAction: go to x\n", "Thought: hm.\nAction: go to", "Thought: a\n"]
+    ids = [tok(prompt + r, add_special_tokens=False)["input_ids"] for r in rows]
+    n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
+    width = max(map(len, ids))
+    batch = torch.tensor([i + [tok.pad_token_id] * (width - len(i)) for i in ids])
+    done = ActionLineStop(tok, n_prompt)(batch, None)
+    assert done.tolist() == [True, False, False]
