@@ -41,10 +41,16 @@ def test_wheel_contains_callbacks_resources_and_entry_point(wheel):
     assert "ipr_lightning/callbacks/__init__.py" in names
     assert "ipr_lightning/callbacks/adapter_export.py" in names
     assert "ipr_lightning/resources/demo_trajectories.json" in names
+    assert "ipr_lightning/rollout/engine.py" in names
+    assert "ipr_lightning/envs/alfworld_handle.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert (
-        "ipr-fit = ipr_lightning.cli:fit_main" in zipfile.ZipFile(wheel).read(entry_points).decode()
-    )
+    scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
+    for line in (
+        "ipr-fit = ipr_lightning.cli:fit_main",
+        "ipr-eval = ipr_lightning.eval_cli:main",
+        "ipr-data = ipr_lightning.data_cli:main",
+    ):
+        assert line in scripts
 
 
 def test_installed_callbacks_import_outside_the_repo(wheel, tmp_path):

@@ -1,0 +1,228 @@
+"""`ipr-data`: build and inspect task data. ALFWorld only for now.
+
+    ipr-data alfworld generate [--out DIR] [--train 2000 --seen 140 --unseen 134 --seed 0
+                                --workers 2]          # offline games in the official layout
+    ipr-data alfworld trajectories --data DIR --split train --out FILE.json [--workers 2]
+    ipr-data alfworld stats --data DIR [--tokenizer embedded:smollm2-135m-instruct]
+
+Without --data, `$ALFWORLD_DATA` (the official data) is used when set, else the generated
+games (generated on first use; their results are NOT on the official split). User mistakes
+(missing folders, bad numbers) end with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from ipr_lightning.config import ConfigError
+from ipr_lightning.envs.alfworld_games import (  # noqa: F401  (re-exported for callers)
+    default_games_dir,
+    generate_games,
+    resolve_alfworld_data,
+)
+
+log = logging.getLogger("ipr_lightning")
+SPLITS = ("train", "valid_seen", "valid_unseen")
+
+
+class UserError(Exception):
+    """A mistake in the command line or the data it points at (exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line instead of usage + message
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ipr-data", description="Build and inspect task data.")
+    tasks = parser.add_subparsers(dest="task", required=True, parser_class=_Parser)
+    alf = tasks.add_parser("alfworld", help="ALFWorld games, expert trajectories, statistics")
+    cmds = alf.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    gen = cmds.add_parser("generate", help="write offline games in the official layout")
+    gen.add_argument("--out", help="output folder (default: a cache folder per parameter set)")
+    gen.add_argument("--train", type=_count, default=2000)
+    gen.add_argument("--seen", type=_count, default=140, help="valid_seen games")
+    gen.add_argument("--unseen", type=_count, default=134, help="valid_unseen games")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument(
+        "--max-steps",
+        type=_positive,
+        default=20,
+        help="keep games the expert wins within this many steps (IPR: 20)",
+    )
+    traj = cmds.add_parser("trajectories", help="expert trajectories with rationales (JSON)")
+    traj.add_argument("--split", choices=SPLITS, default="train")
+    traj.add_argument("--out", required=True, help="output .json (ShareGPT shape)")
+    traj.add_argument("--limit", type=_positive, help="only the first N games")
+    traj.add_argument(
+        "--style",
+        choices=("put", "move"),
+        default="put",
+        help="action vintage written: put X in/on Y (paper) or move X to Y",
+    )
+    stats = cmds.add_parser("stats", help="games per task type, expert steps and tokens")
+    stats.add_argument(
+        "--tokenizer",
+        default="embedded:smollm2-135m-instruct",
+        help="model whose tokenizer counts tokens, or 'none'",
+    )
+    stats.add_argument("--limit", type=_positive, help="only the first N games per split")
+    for sub in (gen, traj, stats):
+        sub.add_argument("--workers", type=_positive, default=2, help="processes")
+        sub.add_argument("--no-progress", action="store_true", help="no progress bars")
+    for sub in (traj, stats):
+        sub.add_argument(
+            "--data",
+            help="data root holding json_2.1.1/ (default: "
+            "$ALFWORLD_DATA, else the generated games)",
+        )
+    return parser
+
+
+def _data_root(args: argparse.Namespace) -> Path:
+    if args.data is None:
+        return resolve_alfworld_data(workers=args.workers, progress=not args.no_progress)
+    root = Path(args.data)
+    if not (root / "json_2.1.1").is_dir() and not any((root / s).is_dir() for s in SPLITS):
+        raise UserError(f"--data {root}: no json_2.1.1/ folder (nor train/valid_* folders)")
+    return root
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    result = generate_games(
+        args.out,
+        args.train,
+        args.seen,
+        args.unseen,
+        args.seed,
+        args.workers,
+        not args.no_progress,
+        args.max_steps,
+    )
+    how = "cached" if result["cached"] else f"generated in {result['seconds']} s"
+    if result.get("resumed"):
+        how += f", {result['resumed']} games kept from an interrupted run"
+    print(
+        f"ALFWorld games in {result['out_dir']} ({how}); rejected candidates: {result['rejects']}"
+    )
+    print(_table({split: result["counts"][split] for split in SPLITS}))
+    print("NOTE: generated games; results on them are NOT on the official ALFWorld split.")
+
+
+def cmd_trajectories(args: argparse.Namespace) -> None:
+    from ipr_lightning.data.io import write_trajectories
+    from ipr_lightning.envs.alfworld_games import expert_trajectories
+
+    root = _data_root(args)
+    trajs = expert_trajectories(
+        root, args.split, args.limit, not args.no_progress, args.style, args.workers
+    )
+    write_trajectories(args.out, trajs)
+    print(f"wrote {len(trajs)} {args.split} expert trajectories to {args.out}")
+
+
+def _table(counts: dict[str, dict[str, int]]) -> str:
+    from ipr_lightning.envs.alfworld_engine import TASK_TYPES
+
+    splits = list(counts)
+    lines = [f"{'task type':34}" + "".join(f"{s:>14}" for s in splits)]
+    for t in TASK_TYPES:
+        lines.append(f"{t:34}" + "".join(f"{counts[s].get(t, 0):>14}" for s in splits))
+    lines.append(f"{'total':34}" + "".join(f"{sum(counts[s].values()):>14}" for s in splits))
+    return "\n".join(lines)
+
+
+def _summary(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{statistics.mean(values):.1f} / {min(values)} / {max(values)}"
+
+
+def cmd_stats(args: argparse.Namespace) -> None:
+    from ipr_lightning.envs.alfworld_engine import list_games, split_dir, task_type_of
+    from ipr_lightning.envs.alfworld_games import expert_trajectories
+
+    root = _data_root(args)
+    present = [s for s in SPLITS if _has_split(root, s)]
+    counts = {}
+    for split in present:
+        games = list_games(root, split_dir(root, split))
+        counts[split] = {t: 0 for t in map(task_type_of, games)}
+        for game in games:
+            counts[split][task_type_of(game)] += 1
+    print(f"ALFWorld games in {root}")
+    print(_table(counts))
+    tokenizer = _tokenizer(args.tokenizer)
+    print(
+        f"\n{'expert trajectories':26}{'steps mean / min / max':>26}{'tokens mean / min / max':>30}"
+    )
+    for split in present:
+        trajs = expert_trajectories(
+            root, split, args.limit, not args.no_progress, "put", args.workers
+        )
+        steps = [sum(t.role == "assistant" for t in tr.turns) - 1 for tr in trajs]
+        tokens = [_tokens(tokenizer, tr.turns) for tr in trajs] if tokenizer else []
+        print(f"{f'{split} ({len(trajs)})':26}{_summary(steps):>26}{_summary(tokens):>30}")
+    if tokenizer is not None:
+        print(f"(tokens: whole conversation incl. instruction, {args.tokenizer} chat template)")
+
+
+def _has_split(root: Path, split: str) -> bool:
+    return (root / "json_2.1.1" / split).is_dir() or (root / split).is_dir()
+
+
+def _tokenizer(name: str) -> Any:
+    if name == "none":
+        return None
+    from ipr_lightning.config import ModelConfig
+    from ipr_lightning.data.render import ensure_chat_template
+    from ipr_lightning.models import load_tokenizer
+
+    return ensure_chat_template(load_tokenizer(ModelConfig(name_or_path=name)))
+
+
+def _tokens(tokenizer: Any, turns: list) -> int:
+    from ipr_lightning.data.render import render_conversation
+
+    return len(render_conversation(tokenizer, turns, max_length=10**9).input_ids)
+
+
+COMMANDS = {"generate": cmd_generate, "trajectories": cmd_trajectories, "stats": cmd_stats}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        COMMANDS[args.command](args)
+    except (UserError, ConfigError, FileNotFoundError, FileExistsError, ImportError) as exc:
+        print(f"ipr-data: error: {exc}", file=sys.stderr)  # ImportError: alfworld missing
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

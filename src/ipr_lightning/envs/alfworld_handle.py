@@ -1,0 +1,80 @@
+"""`build_alfworld(cfg.env, split)`: the ALFWorld `EnvHandle` (see `envs/build.py`).
+
+Data root, in order: `env.data_dir`, `$ALFWORLD_DATA` (the official json_2.1.1 games),
+else the generated games for `env.n_train/n_valid_seen/n_valid_unseen/generation_seed`
+(generated on first use, cached; the log says loudly that these are not the official split).
+With official data every game of the split is used; the `n_*` sizes only size generation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ipr_lightning.config import ConfigError, EnvConfig
+from ipr_lightning.data.records import Trajectory, Turn
+from ipr_lightning.envs.alfworld import SPLITS, AlfworldEnv
+from ipr_lightning.envs.alfworld_engine import require_alfworld, task_type_of
+from ipr_lightning.envs.alfworld_games import expert_trajectories, resolve_alfworld_data
+from ipr_lightning.envs.build import EnvHandle
+
+
+def alfworld_root(cfg: EnvConfig, progress: bool = True) -> Path:
+    """The data root holding json_2.1.1/ for this config (generating games if needed)."""
+    if cfg.data_dir:
+        root = Path(cfg.data_dir).expanduser()
+        if not (root / "json_2.1.1").is_dir():
+            raise ConfigError(f"env.data_dir: {root} has no json_2.1.1/ folder")
+        return root
+    try:
+        return resolve_alfworld_data(
+            cfg.n_train,
+            cfg.n_valid_seen,
+            cfg.n_valid_unseen,
+            cfg.generation_seed,
+            cfg.workers,
+            progress,
+        )
+    except FileNotFoundError as exc:  # $ALFWORLD_DATA set to a folder without the games
+        raise ConfigError(str(exc)) from None
+
+
+def build_alfworld(cfg: EnvConfig, split: str, progress: bool = True) -> EnvHandle:
+    if split not in SPLITS:
+        raise ConfigError(f"unknown ALFWorld split {split!r}; expected one of {SPLITS}")
+    try:
+        require_alfworld()
+    except ImportError as exc:
+        raise ConfigError(str(exc)) from None
+    root = alfworld_root(cfg, progress)
+    try:
+        first = AlfworldEnv(root, split, cfg.max_turns)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"ALFWorld data at {root}: {exc}") from None
+    task_ids = first.task_ids()
+    if not task_ids:
+        raise ConfigError(f"ALFWorld data at {root}: no playable games in split {split!r}")
+    spare = [first]  # the env that listed the games serves the first episode
+
+    def make_env() -> AlfworldEnv:
+        return spare.pop() if spare else AlfworldEnv(root, split, cfg.max_turns)
+
+    def example_for(task_id: str) -> list[Turn] | None:
+        if not cfg.in_context_example:
+            return None
+        return first.example_for(task_type_of(task_id))  # cached per type; a train game
+
+    def expert() -> list[Trajectory]:
+        examples = None
+        if cfg.in_context_example:
+            types = dict.fromkeys(map(task_type_of, task_ids))
+            examples = {t: first.example_for(t) for t in types}
+        return expert_trajectories(
+            root,
+            split,
+            progress=progress,
+            workers=cfg.workers,
+            max_turns=cfg.max_turns,
+            examples=examples,
+        )
+
+    return EnvHandle("alfworld", split, make_env, task_ids, expert, example_for)
