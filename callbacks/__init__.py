@@ -1,5 +1,6 @@
 """Lightning callbacks, installed as `ipr_lightning.callbacks` (source: repo-root `callbacks/`)."""
 
 from ipr_lightning.callbacks.adapter_export import AdapterExport
+from ipr_lightning.callbacks.ipr_loop import IPRLoop
 
-__all__ = ["AdapterExport"]
+__all__ = ["AdapterExport", "IPRLoop"]

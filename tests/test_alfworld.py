@@ -355,6 +355,8 @@ def test_ipr_data_generate_stats_trajectories(games: Path, tmp_path: Path, tiny_
     assert stats.returncode == 0, stats.stderr
     assert re.search(r"pick_two_obj_and_place\s+\d+\s+1\s+1", stats.stdout)
     assert re.search(r"valid_unseen \(2\)\s+[\d.]+ / \d+ / \d+\s+[\d.]+ / \d+", stats.stdout)
+    per_type = re.findall(r"\n  ([a-z_]+)\s+[\d.]+ / \d+ / \d+\s+[\d.]+ / \d+", stats.stdout)
+    assert per_type and set(per_type) <= set(TASK_TYPES)  # steps and tokens per task type
     out = tmp_path / "train.json"
     traj = _cli(
         "alfworld",

@@ -174,7 +174,11 @@ def test_qlora_preference_training_logs_trl_metrics_and_checkpoints_only_adapter
     keys = list(ckpt["state_dict"])
     assert keys and all("lora_" in k for k in keys)  # not one 4-bit base weight
     assert any(type(m).__name__ == "Linear4bit" for m in module.model.modules())
-    assert ckpt["ipr_phase"] == {"phase": "preference", "reference_adapter": None}
+    assert ckpt["ipr_phase"] == {
+        "phase": "preference",
+        "reference_adapter": None,
+        "frozen_adapters": [],
+    }
     assert ckpt["optimizer_states"]  # resumable: optimizer state is kept
 
 
@@ -192,3 +196,30 @@ def test_head_on_trained_rows_only_equals_full_logits(module, tokenizer, monkeyp
         fallback, _ = module.sequence_logps(batch)
     assert torch.allclose(rows_only, full, atol=1e-5) and torch.allclose(fallback, full)
     assert counts.tolist() == (batch["labels"][:, 1:] != -100).sum(-1).tolist()
+
+
+def test_phase_schedule_scales_to_the_phase_lr():
+    s = PhaseSchedule(warmup_ratio=0.0, kind="cosine")
+    s.begin(10, 4, scale=0.5, kind="constant", warmup_ratio=0.5)
+    assert [s(10 + i) for i in range(4)] == [pytest.approx(0.5 / 3), pytest.approx(1 / 3), 0.5, 0.5]
+
+
+def test_frozen_adapters_come_back_from_a_checkpoint(tiny_model_cfg):
+    """A resumed IPR run needs the frozen SFT copy (scorer, reference) with its weights."""
+    module = IPRModule(tiny_model_cfg, OptimConfig(), LossConfig())
+    module.configure_model()
+    add_reference_adapter(module.model, "policy", "sft")
+    with torch.no_grad():
+        for name, p in module.model.named_parameters():
+            if ".sft." in name and "lora_B" in name:
+                p.fill_(0.5)
+    ckpt = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(ckpt)
+    assert ckpt["ipr_phase"]["frozen_adapters"] == ["sft"]
+
+    fresh = IPRModule(tiny_model_cfg, OptimConfig(), LossConfig())
+    fresh.configure_model()
+    fresh.on_load_checkpoint(ckpt)  # Lightning calls this before loading the state dict
+    fresh.load_state_dict(ckpt["state_dict"], strict=False)
+    sft = {n: p for n, p in fresh.model.named_parameters() if ".sft." in n and "lora_B" in n}
+    assert sft and all(torch.all(p == 0.5) and not p.requires_grad for p in sft.values())

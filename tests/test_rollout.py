@@ -3,10 +3,10 @@ and the HF policy's batched generation on the tiny model."""
 
 import json
 import random
-import re
 
 import pytest
 import torch
+from toy_policies import toy_oracle
 
 from ipr_lightning.config import EnvConfig
 from ipr_lightning.data.records import Turn
@@ -40,31 +40,6 @@ def test_build_prompt_places_the_example_between_ok_and_task():
     assert [t.content for t in turns] == ["inst", "OK", "task A", "Action: a", "task B"]
     with pytest.raises(ValueError, match="in-context example"):
         build_prompt("inst", "task", [Turn("assistant", "x")])
-
-
-def toy_oracle(history) -> str:
-    """Acts from observations only: search receptacles in order, open closed ones, take the
-    target when seen, carry it to the goal, open that if closed, put it there."""
-    obj, goal = re.search(r"put an? (\w+) (?:in|on) (.+)\.$", history[2].content).groups()
-    actions = [parse_react(t.content).action for t in history[3:] if t.role == "assistant"]
-    last_action, last_obs = (actions[-1] if actions else ""), history[-1].content
-    at = next(
-        (last_action[len(verb) :] for verb in ("go to ", "open ") if last_action.startswith(verb)),
-        None,
-    )
-    holding = any(a.startswith("take") for a in actions)
-    if "is closed" in last_obs:
-        step = f"open {at}"
-    elif holding and at == goal:
-        step = f"put {obj} 1 in/on {goal}"
-    elif holding:
-        step = f"go to {goal}"
-    elif f"{obj} 1" in last_obs and at:
-        step = f"take {obj} 1 from {at}"
-    else:
-        visited = {a[6:] for a in actions if a.startswith("go to ")}
-        step = "go to " + next(r for r in RECEPTACLES if r not in visited)
-    return f"Thought: next step.\nAction: {step}"
 
 
 def random_policy(seed: int):
@@ -185,3 +160,34 @@ def test_action_line_stop_marks_only_rows_with_a_finished_action_line(tiny_model
     batch = torch.tensor([i + [tok.pad_token_id] * (width - len(i)) for i in ids])
     done = ActionLineStop(tok, n_prompt)(batch, None)
     assert done.tolist() == [True, False, False]
+
+
+def test_row_sampler_draws_from_the_tempered_softmax():
+    from ipr_lightning.rollout.policy import RowSampler
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).repeat(4000, 1)
+    sampler = RowSampler(range(4000), temperature=0.7, top_p=1.0, device=torch.device("cpu"))
+    picks = sampler(None, logits).argmax(-1)
+    freq = torch.bincount(picks, minlength=4).float() / 4000
+    assert torch.allclose(freq, (logits[0] / 0.7).softmax(-1), atol=0.03)
+    nucleus = RowSampler(range(4000), temperature=1.0, top_p=0.7, device=torch.device("cpu"))
+    assert set(nucleus(None, logits).argmax(-1).tolist()) == {0, 1}  # p = .64, .24, .09: 0.7
+
+
+def test_seeded_rows_sample_the_same_alone_or_in_any_batch(tiny_model_cfg):
+    from ipr_lightning.data.render import ensure_chat_template
+    from ipr_lightning.models import load_model, load_tokenizer
+
+    tok = ensure_chat_template(load_tokenizer(tiny_model_cfg))
+    policy = HFPolicy(load_model(tiny_model_cfg), tok, batch_size=4)
+    histories = [build_prompt("inst", f"task {'y' * k}") for k in (2, 11, 25)]
+    s = Sampling(temperature=1.0, max_new_tokens=10)
+    together = policy.act(histories, s, seeds=[5, 6, 7])
+    alone = [
+        policy.act([h], s, seeds=[seed])[0] for h, seed in zip(histories, [5, 6, 7], strict=True)
+    ]
+    assert [g.text for g in together] == [g.text for g in alone]
+    reordered = policy.act(histories[::-1], s, seeds=[7, 6, 5])
+    assert [g.text for g in reordered] == [g.text for g in together][::-1]
+    others = policy.act(histories, s, seeds=[50, 60, 70])
+    assert [g.text for g in others] != [g.text for g in together]

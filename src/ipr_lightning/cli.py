@@ -24,12 +24,13 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
-from ipr_lightning.callbacks import AdapterExport
+from ipr_lightning.callbacks import AdapterExport, IPRLoop
 from ipr_lightning.config import ConfigError, RunConfig, describe, load_config, save_config
 from ipr_lightning.data.io import DataFileError, read_trajectories, write_trajectories
 from ipr_lightning.data.records import Trajectory
 from ipr_lightning.data.render import TemplateError, ensure_chat_template
 from ipr_lightning.envs.build import build_env
+from ipr_lightning.ipr.explore import expert_tasks
 from ipr_lightning.lightning.datamodule import IPRDataModule
 from ipr_lightning.lightning.module import IPRModule
 from ipr_lightning.models import load_tokenizer
@@ -86,12 +87,15 @@ def build_loggers(cfg: RunConfig) -> list[Logger]:
     return loggers
 
 
-def build_trainer(cfg: RunConfig) -> L.Trainer:
+def build_trainer(cfg: RunConfig, loop: IPRLoop | None = None) -> L.Trainer:
     out = Path(cfg.output_dir)
     t = cfg.trainer
+    extra: list[L.Callback] = [] if loop is None else [loop]
     return L.Trainer(
         default_root_dir=out,
-        max_epochs=t.max_epochs,
+        max_epochs=t.max_epochs if loop is None else loop.total_epochs,
+        # IPR: each phase's DataModule contents (SFT data, then each iteration's pairs)
+        reload_dataloaders_every_n_epochs=0 if loop is None else 1,
         max_steps=t.max_steps,
         accumulate_grad_batches=t.accumulate_grad_batches,
         precision=t.precision,
@@ -105,6 +109,7 @@ def build_trainer(cfg: RunConfig) -> L.Trainer:
         inference_mode=False,  # metric state must stay usable across validate() and fit()
         logger=build_loggers(cfg),
         callbacks=[
+            *extra,
             ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0),
             LearningRateMonitor(logging_interval="step"),
             AdapterExport(out / "adapter"),
@@ -133,9 +138,47 @@ def summarise(cfg: RunConfig, trainer: L.Trainer, seconds: float, val_before: fl
         "output_dir": cfg.output_dir,
         "metrics": str(metrics_csv),
         "adapter": str(Path(cfg.output_dir) / "adapter"),
+        "phases": phase_rows(Path(cfg.output_dir)),
+        "eval_split": cfg.eval.split,
     }
     (Path(cfg.output_dir) / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def phase_rows(out: Path) -> list[dict]:
+    """One row per finished phase (SFT, iteration k): eval result, pairs, wall times."""
+    path = out / "phases.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        k = row["phase"].removeprefix("iteration ")
+        stats = out / f"iter_{k}" / "stats.json"
+        if k.isdigit() and stats.is_file():
+            row["explore"] = json.loads(stats.read_text())
+        rows.append(row)
+    return rows
+
+
+def phase_table(rows: list[dict], split: str) -> str:
+    def cell(x: float | None, f: str = ".3f") -> str:
+        return "-" if x is None else format(x, f)
+
+    lines = [
+        f"  {'phase':12}{'success':>9}{'explore s':>11}{'train s':>9}"
+        f"{'pairs out/step':>16}{'gen tokens':>12}   ({split})"
+    ]
+    for r in rows:
+        e = r.get("explore", {})
+        pairs = f"{e['pairs/outcome']}/{e['pairs/step']}" if e else "-"
+        lines.append(
+            f"  {r['phase']:12}{cell(r.get('success_rate')):>9}"
+            f"{cell(e.get('explore/wall_seconds'), '.1f'):>11}"
+            f"{cell(r['train_seconds'], '.1f'):>9}{pairs:>16}"
+            f"{e.get('explore/generated_tokens', '-'):>12}"
+        )
+    return "\n".join(lines)
 
 
 def print_summary(s: dict) -> None:
@@ -145,6 +188,9 @@ def print_summary(s: dict) -> None:
     print(f"\nipr-fit finished in {s['wall_seconds']} s, {s['optimizer_steps']} optimizer steps")
     print(f"  train loss  first {fmt(s['train_loss_first'])} -> last {fmt(s['train_loss_last'])}")
     print(f"  val loss    before {fmt(s['val_loss_before'])} -> after {fmt(s['val_loss_after'])}")
+    if s.get("phases"):
+        print("  per phase (explore = the exploration that produced the phase's pairs):")
+        print(phase_table(s["phases"], s["eval_split"]))
     print(
         f"  outputs     {s['output_dir']}/ (config.yaml, summary.json, logs/, checkpoints/, "
         "adapter/)"
@@ -162,6 +208,24 @@ def env_expert_trajectories(cfg: RunConfig) -> list[Trajectory]:
     return trajectories
 
 
+def build_ipr_loop(cfg: RunConfig, data: IPRDataModule) -> IPRLoop:
+    """The IPR callback over the SFT trajectories as expert tasks of the train split."""
+    train = build_env(cfg.env, cfg.env.train_split)
+    try:
+        tasks = expert_tasks(train, data.read())
+    except ValueError as exc:
+        raise ConfigError(
+            f"ipr: {exc} (IPR explores the env's tasks: use data.train_file="
+            f"{ENV_EXPERT}, or a file whose ids/game_file are its task ids)"
+        ) from None
+    if cfg.ipr.max_tasks > 0:
+        tasks = tasks[: cfg.ipr.max_tasks]
+    held_out = build_env(cfg.env, cfg.eval.split) if cfg.ipr.eval_every_phase else None
+    return IPRLoop(
+        cfg, data.tokenizer, tasks, train, held_out, progress=cfg.trainer.enable_progress_bar
+    )
+
+
 def fit(cfg: RunConfig, resume: bool) -> dict:
     ckpt = checkpoint_to_resume(cfg, resume)
     save_config(cfg, Path(cfg.output_dir) / "config.yaml")
@@ -172,8 +236,9 @@ def fit(cfg: RunConfig, resume: bool) -> dict:
     data.read()  # validate the data before any (slow) model work
     data.connect(ensure_chat_template(load_tokenizer(cfg.model)))
     data.setup("fit")
+    loop = build_ipr_loop(cfg, data) if cfg.ipr.iterations > 0 else None
     module = IPRModule(cfg.model, cfg.optim, cfg.loss)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, loop)
     start = time.perf_counter()
     val_before = None
     if ckpt is None and data.val_data is not None:

@@ -238,6 +238,71 @@ class EvalConfig:
     """Sampling temperature (0: greedy, as in the paper's evaluation)."""
 
 
+IPR_REFERENCES = ("sft", "previous")
+STEP_COMPLETIONS = ("continuation", "action")
+TASK_TAUS = {"alfworld": 0.5, "webshop": 0.01, "intercode_sql": 0.1, "toy": 0.5}
+
+
+@dataclass
+class IPRConfig:
+    iterations: int = 0
+    """IPR iterations after SFT (0: SFT only; paper: up to 4, the authors' code: 6)."""
+    epochs: int = 3
+    """Training epochs on each iteration's pairs (the authors' code: 3)."""
+    lr: float = 3e-6
+    """Peak learning rate of the preference phases (the authors' code: 3e-6)."""
+    warmup_ratio: float = 0.1
+    """Warm-up fraction of each preference phase (the authors' code: 0.1)."""
+    schedule: str = "constant"
+    """LR schedule of the preference phases after warm-up (the authors' code: constant)."""
+    mc_samples: int = 5
+    """Scorer rollouts per step value (paper: N = 5)."""
+    mc_temperature: float = 1.0
+    """Sampling temperature of the MC scorer (paper: 1.0)."""
+    mc_only_when_needed: bool = True
+    """Skip MC rollouts for explored actions whose episode ends with the expert's reward
+    (within tau_traj): no step pair can form there, so no pair changes."""
+    tau_traj: float = 0.01
+    """Final-reward margin a pair's winner needs (code and default: 0.01)."""
+    tau_step: float | None = None
+    """Step-value margin of step pairs; unset: the paper's per-task value (ALFWorld 0.5,
+    WebShop 0.01, InterCodeSQL 0.1)."""
+    agent_wins: bool = True
+    """Let the agent's continuation win step pairs (the authors' code); false: expert only
+    (the paper)."""
+    step_completion: str = "continuation"
+    """Step pairs compare the whole continuations (`continuation`) or one action (`action`)."""
+    reference: str = "sft"
+    """DPO reference: the frozen SFT policy (`sft`, IPR) or the policy at the start of each
+    iteration (`previous`, ETO)."""
+    precompute_reference: bool = True
+    """Compute reference log-probs once when the pairs are built (stored in pairs.json);
+    false: on the fly in every training step."""
+    max_tasks: int = 0
+    """Explore only the first N training tasks (0: all)."""
+    max_new_tokens: int = 128
+    """Token limit of one action in exploration and scoring."""
+    max_live: int = 64
+    """Episodes stepped together in exploration and scoring."""
+    batch_size: int = 32
+    """Sequences per `generate` call in exploration and scoring."""
+    eval_every_phase: bool = True
+    """Evaluate on `eval.split` after SFT and after every iteration."""
+
+    def __post_init__(self) -> None:
+        if self.iterations < 0 or self.epochs < 1 or self.mc_samples < 1:
+            raise ConfigError("ipr.iterations must be >= 0, ipr.epochs and ipr.mc_samples >= 1")
+        if self.reference not in IPR_REFERENCES:
+            raise ConfigError(f"ipr.reference must be one of {IPR_REFERENCES}")
+        if self.step_completion not in STEP_COMPLETIONS:
+            raise ConfigError(f"ipr.step_completion must be one of {STEP_COMPLETIONS}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ConfigError(f"ipr.schedule must be cosine or constant, got {self.schedule!r}")
+
+    def step_tau(self, env_name: str) -> float:
+        return self.tau_step if self.tau_step is not None else TASK_TAUS.get(env_name, 0.01)
+
+
 @dataclass
 class RunConfig:
     output_dir: str = "outputs/run"
@@ -259,7 +324,9 @@ class RunConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     """Environment and its task splits."""
     eval: EvalConfig = field(default_factory=EvalConfig)
-    """Evaluation on held-out tasks (`ipr-eval`)."""
+    """Evaluation on held-out tasks (`ipr-eval`, and between IPR phases)."""
+    ipr: IPRConfig = field(default_factory=IPRConfig)
+    """IPR iterations: exploration, MC step values, pairs, preference training."""
 
 
 def normalise_overrides(args: list[str]) -> list[str]:

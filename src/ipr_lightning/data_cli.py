@@ -162,7 +162,7 @@ def _summary(values: list[float]) -> str:
 
 
 def cmd_stats(args: argparse.Namespace) -> None:
-    from ipr_lightning.envs.alfworld_engine import list_games, split_dir, task_type_of
+    from ipr_lightning.envs.alfworld_engine import TASK_TYPES, list_games, split_dir, task_type_of
     from ipr_lightning.envs.alfworld_games import expert_trajectories
 
     root = _data_root(args)
@@ -176,16 +176,24 @@ def cmd_stats(args: argparse.Namespace) -> None:
     print(f"ALFWorld games in {root}")
     print(_table(counts))
     tokenizer = _tokenizer(args.tokenizer)
-    print(
-        f"\n{'expert trajectories':26}{'steps mean / min / max':>26}{'tokens mean / min / max':>30}"
-    )
+    rows = []
     for split in present:
         trajs = expert_trajectories(
             root, split, args.limit, not args.no_progress, "put", args.workers
         )
         steps = [sum(t.role == "assistant" for t in tr.turns) - 1 for tr in trajs]
-        tokens = [_tokens(tokenizer, tr.turns) for tr in trajs] if tokenizer else []
-        print(f"{f'{split} ({len(trajs)})':26}{_summary(steps):>26}{_summary(tokens):>30}")
+        tokens = [_tokens(tokenizer, tr.turns) if tokenizer else 0 for tr in trajs]
+        types = [tr.meta["task_type"] for tr in trajs]
+        rows.append((f"{split} ({len(trajs)})", steps, tokens))
+        for t in TASK_TYPES:
+            pick = [i for i, ty in enumerate(types) if ty == t]
+            if pick:
+                rows.append((f"  {t}", [steps[i] for i in pick], [tokens[i] for i in pick]))
+    print(
+        f"\n{'expert trajectories':36}{'steps mean / min / max':>24}{'tokens mean / min / max':>28}"
+    )
+    for name, steps, tokens in rows:
+        print(f"{name:36}{_summary(steps):>24}{_summary(tokens) if tokenizer else '-':>28}")
     if tokenizer is not None:
         print(f"(tokens: whole conversation incl. instruction, {args.tokenizer} chat template)")
 

@@ -216,6 +216,17 @@ def turns_to_json(turns: list[Turn], style: str = "sharegpt") -> list[dict[str, 
     raise ValueError(f"unknown turn style {style!r} (sharegpt or chat)")
 
 
+def turns_from_json(raw: list[dict[str, str]]) -> list[Turn]:
+    """Turns written by `turns_to_json` (either style) back; for the project's own files."""
+    out = []
+    for t in raw:
+        if "from" in t:
+            out.append(Turn(SHAREGPT_ROLES[t["from"]], t["value"]))
+        else:
+            out.append(Turn(CHAT_ROLES[t["role"]], t["content"]))
+    return out
+
+
 def _write_json(path: str | Path, records: list[dict[str, Any]]) -> None:
     """Write atomically: a reader never sees a half-written file."""
     path = Path(path)

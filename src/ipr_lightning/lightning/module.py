@@ -30,7 +30,13 @@ from ipr_lightning.losses import (
     per_sequence,
     select_label_rows,
 )
-from ipr_lightning.models import causal_lm_parts, load_model, reference_context
+from ipr_lightning.models import (
+    POLICY,
+    add_reference_adapter,
+    causal_lm_parts,
+    load_model,
+    reference_context,
+)
 
 PHASES = ("sft", "preference")
 
@@ -43,20 +49,31 @@ class PhaseSchedule:
 
     def __init__(self, warmup_ratio: float, kind: str) -> None:
         self.warmup_ratio, self.kind = warmup_ratio, kind
-        self.start, self.total = 0, 0
+        self.start, self.total, self.scale = 0, 0, 1.0
 
-    def begin(self, global_step: int, total_steps: int) -> None:
-        self.start, self.total = global_step, max(1, total_steps)
+    def begin(
+        self,
+        global_step: int,
+        total_steps: int,
+        scale: float = 1.0,
+        kind: str | None = None,
+        warmup_ratio: float | None = None,
+    ) -> None:
+        """Start a phase: `scale` multiplies the optimizer's base LR (a phase's own peak LR);
+        `kind` / `warmup_ratio` replace the schedule's shape when given."""
+        self.start, self.total, self.scale = global_step, max(1, total_steps), scale
+        self.kind = kind or self.kind
+        self.warmup_ratio = self.warmup_ratio if warmup_ratio is None else warmup_ratio
 
     def __call__(self, global_step: int) -> float:
         step = global_step - self.start
         warmup = math.ceil(self.warmup_ratio * self.total)
         if step < warmup:
-            return (step + 1) / (warmup + 1)
+            return self.scale * (step + 1) / (warmup + 1)
         if self.kind == "constant":
-            return 1.0
+            return self.scale
         progress = min(1.0, (step - warmup) / max(1, self.total - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.scale * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class IPRModule(L.LightningModule):
@@ -88,12 +105,27 @@ class IPRModule(L.LightningModule):
             # this LoRA dropout would be silently off during training.
             self.model.train()
 
-    def begin_phase(self, kind: str, total_steps: int) -> None:
-        """Switch objective and restart the LR schedule over this phase's optimizer steps."""
+    def begin_phase(
+        self,
+        kind: str,
+        total_steps: int,
+        lr: float | None = None,
+        schedule: str | None = None,
+        warmup_ratio: float | None = None,
+    ) -> None:
+        """Switch objective and restart the LR schedule over this phase's optimizer steps
+        (peak `lr`, default `optim.lr`; `schedule`/`warmup_ratio` default to the optim's)."""
         if kind not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {kind!r}")
         self.phase = kind
-        self.schedule.begin(self.global_step, total_steps)
+        scale = 1.0 if lr is None else lr / self.optim_cfg.lr
+        self.schedule.begin(
+            self.global_step,
+            total_steps,
+            scale,
+            schedule or self.optim_cfg.schedule,
+            self.optim_cfg.warmup_ratio if warmup_ratio is None else warmup_ratio,
+        )
         if self._trainer is not None:  # the first step of the phase must already use its LR
             for cfg in self.trainer.lr_scheduler_configs:
                 sched = cfg.scheduler
@@ -188,6 +220,9 @@ class IPRModule(L.LightningModule):
             metrics = {
                 k if k.startswith(prefix) else f"{prefix}/{k}": v for k, v in metrics.items()
             }
+        # `train/loss` is shown in the progress bar in every phase (Lightning requires one
+        # set of logging arguments per key across the whole fit).
+        self.log(f"{prefix}/loss", metrics.pop(f"{prefix}/loss"), prog_bar=True, batch_size=n_pairs)
         self.log_dict(metrics, prog_bar=False, batch_size=n_pairs)
         self.log(
             f"{prefix}/step_pair_fraction", batch["is_step"].float().mean(), batch_size=n_pairs
@@ -237,9 +272,18 @@ class IPRModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         keep = {n for n, p in self.named_parameters() if p.requires_grad or "lora_" in n}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
-        checkpoint["ipr_phase"] = {"phase": self.phase, "reference_adapter": self.reference_adapter}
+        adapters = sorted(set(getattr(self.model, "peft_config", {})) - {POLICY})
+        checkpoint["ipr_phase"] = {
+            "phase": self.phase,
+            "reference_adapter": self.reference_adapter,
+            "frozen_adapters": adapters,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("ipr_phase", {})
         self.phase = state.get("phase", self.phase)
         self.reference_adapter = state.get("reference_adapter", self.reference_adapter)
+        # Frozen adapters (the SFT copy, ...) must exist before their weights are loaded.
+        for name in state.get("frozen_adapters", []):
+            if self.model is not None and name not in self.model.peft_config:
+                add_reference_adapter(self.model, POLICY, name)

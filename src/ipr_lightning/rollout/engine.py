@@ -12,6 +12,7 @@ fresh observations; the policy acts from there on.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,15 @@ class Episode:
 
 
 StartBuilder = Callable[[TextEnv, str], list[Turn]]
+
+
+def turn_seed(base: int, spec: EpisodeSpec, turn: int) -> int:
+    """The sampling seed of one turn of one episode: a function of the run's seed, the
+    episode's identity (its key, else task and forced prefix) and the turn, and of nothing
+    else, so a resumed or re-batched run samples exactly the same tokens."""
+    ident = spec.key or (spec.task_id, spec.forced)
+    digest = hashlib.blake2b(repr((base, ident, turn)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 2
 
 
 class _Live:
@@ -131,7 +141,10 @@ def run_episodes(
                 live.append((index, item))
         if not live:
             continue
-        gens = policy.act([item.episode.turns for _, item in live], sampling)
+        seeds = None
+        if sampling.temperature > 0 and sampling.seed is not None:
+            seeds = [turn_seed(sampling.seed, item.spec, item.episode.actions) for _, item in live]
+        gens = policy.act([item.episode.turns for _, item in live], sampling, seeds)
         actions += len(gens)
         bar.set_postfix(live=len(live), actions=actions)  # feedback between completions
         still = []

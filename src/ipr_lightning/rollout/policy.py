@@ -14,7 +14,13 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from ipr_lightning.data.records import Turn
 from ipr_lightning.data.render import render_text
@@ -32,7 +38,7 @@ class Sampling:
     top_p: float = 1.0
     max_new_tokens: int = 128
     seed: int | None = None
-    """Seeds the sampler for this call (reproducible sampling); None = torch's global RNG."""
+    """Seeds the rows of this call that get no seed of their own; None = torch's global RNG."""
     stop_after_action_line: bool = True
     """Stop a row once its `Action: ...` line is complete (one-line actions: ALFWorld, the
     toy env). The env reads only that line, so tokens after it would be wasted."""
@@ -46,7 +52,14 @@ class Generation:
 
 
 class Policy:
-    def act(self, histories: Sequence[Sequence[Turn]], sampling: Sampling) -> list[Generation]:
+    def act(
+        self,
+        histories: Sequence[Sequence[Turn]],
+        sampling: Sampling,
+        seeds: Sequence[int] | None = None,
+    ) -> list[Generation]:
+        """One output per history. `seeds` (one per history) make sampled rows reproducible
+        whatever else shares the batch."""
         raise NotImplementedError
 
 
@@ -58,7 +71,12 @@ class ScriptedPolicy(Policy):
         self.calls: list[int] = []
         """Batch size of each `act` call (lets tests check that episodes are batched)."""
 
-    def act(self, histories: Sequence[Sequence[Turn]], sampling: Sampling) -> list[Generation]:
+    def act(
+        self,
+        histories: Sequence[Sequence[Turn]],
+        sampling: Sampling,
+        seeds: Sequence[int] | None = None,
+    ) -> list[Generation]:
         self.calls.append(len(histories))
         outs = [self.fn(h) for h in histories]
         return [Generation(o, len(o.split())) for o in outs]
@@ -90,6 +108,34 @@ class ActionLineStop(StoppingCriteria):
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
+class RowSampler(LogitsProcessor):
+    """Sampling at temperature T as argmax(logits / T + Gumbel noise), with one random
+    generator per row: a row's tokens depend only on its own seed, never on which other rows
+    share the batch (so resumed or re-batched MC rollouts reproduce exactly). Used with
+    greedy decoding, whose argmax then draws from softmax(logits / T) (restricted to the top-p
+    nucleus when top_p < 1)."""
+
+    def __init__(
+        self, seeds: Sequence[int], temperature: float, top_p: float, device: torch.device
+    ) -> None:
+        self.temperature, self.top_p = temperature, top_p
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            ordered, idx = scores.sort(dim=-1, descending=True)
+            outside = ordered.softmax(-1).cumsum(-1) - ordered.softmax(-1) >= self.top_p
+            scores = scores.masked_fill(outside.scatter(-1, idx, outside), float("-inf"))
+        uniform = torch.stack(
+            [
+                torch.rand(scores.shape[-1], generator=g, device=scores.device)
+                for g in self.generators
+            ]
+        ).clamp_(1e-10, 1.0 - 1e-7)
+        return scores - torch.log(-torch.log(uniform))
+
+
 class HFPolicy(Policy):
     def __init__(
         self,
@@ -112,29 +158,39 @@ class HFPolicy(Policy):
             return reference_context(self.model, self.adapter)
         return nullcontext()
 
-    def act(self, histories: Sequence[Sequence[Turn]], sampling: Sampling) -> list[Generation]:
+    def act(
+        self,
+        histories: Sequence[Sequence[Turn]],
+        sampling: Sampling,
+        seeds: Sequence[int] | None = None,
+    ) -> list[Generation]:
         prompts = [render_text(self.tokenizer, h, add_generation_prompt=True) for h in histories]
+        if seeds is None:
+            if sampling.seed is not None:
+                seeds = [sampling.seed * 1_000_003 + i for i in range(len(prompts))]
+            else:
+                seeds = torch.randint(0, 2**62, (len(prompts),)).tolist()
         # Similar lengths share a chunk: less padding, same results (rows are independent).
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         results: list[Generation | None] = [None] * len(prompts)
         was_training = self.model.training
         self.model.eval()
-        rng = torch.random.fork_rng(devices=[]) if sampling.seed is not None else nullcontext()
         try:
-            with torch.no_grad(), self._adapter_context(), rng:
-                if sampling.seed is not None:
-                    torch.manual_seed(sampling.seed)
+            with torch.no_grad(), self._adapter_context():
                 for start in range(0, len(order), self.batch_size):
                     chunk = order[start : start + self.batch_size]
-                    for i, gen in zip(
-                        chunk, self._generate([prompts[i] for i in chunk], sampling), strict=True
-                    ):
+                    gens = self._generate(
+                        [prompts[i] for i in chunk], sampling, [seeds[i] for i in chunk]
+                    )
+                    for i, gen in zip(chunk, gens, strict=True):
                         results[i] = gen
         finally:
             self.model.train(was_training)
         return [r for r in results if r is not None]
 
-    def _generate(self, prompts: list[str], sampling: Sampling) -> list[Generation]:
+    def _generate(
+        self, prompts: list[str], sampling: Sampling, seeds: list[int]
+    ) -> list[Generation]:
         tok = self.tokenizer
         side = tok.padding_side
         tok.padding_side = "left"  # generation appends on the right: pad on the left
@@ -144,17 +200,20 @@ class HFPolicy(Policy):
             tok.padding_side = side
         device = next(self.model.parameters()).device
         enc = {k: v.to(device) for k, v in enc.items()}
-        greedy = sampling.temperature <= 0
         stops = StoppingCriteriaList()
         if sampling.stop_after_action_line:
             stops.append(ActionLineStop(tok, enc["input_ids"].shape[1]))
+        processors = LogitsProcessorList()
+        if sampling.temperature > 0:  # sampled through per-row generators, decoded greedily
+            processors.append(RowSampler(seeds, sampling.temperature, sampling.top_p, device))
         out = self.model.generate(
             **enc,
             max_new_tokens=sampling.max_new_tokens,
-            do_sample=not greedy,
-            temperature=None if greedy else sampling.temperature,
-            top_p=None if greedy else sampling.top_p,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
             top_k=None,
+            logits_processor=processors,
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
             stop_strings=list(STOP_MARKERS),

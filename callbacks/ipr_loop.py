@@ -1,0 +1,253 @@
+"""IPRLoop: SFT, then K IPR iterations, inside one `trainer.fit`.
+
+Epochs `0 .. sft_epochs-1` are SFT; then each iteration k = 1..K has `ipr.epochs` epochs of
+preference training. At the end of the last epoch of each phase (`on_train_epoch_end`) the
+callback evaluates the policy on the held-out split, and, if an iteration follows:
+
+1. after SFT, freezes a copy of the policy adapter as `sft`: the MC scorer and (by default)
+   the DPO reference — no second copy of the base model;
+2. saves `checkpoints/last.ckpt` (so a kill during exploration resumes into it, not into
+   the training before it);
+3. explores with the current policy (`policy` adapter, greedy), scores with `sft` (T = 1),
+   builds the pairs (`ipr_lightning.ipr.explore`; every episode goes to `rollouts.jsonl` as
+   it finishes), computes reference log-probs, writes `iter_<k>/pairs.json` last;
+4. points the DataModule at the pairs and switches the module to the preference objective
+   with the iteration's LR schedule.
+
+Resuming (`ipr-fit --resume`) into a preference phase whose pairs file is missing re-enters
+step 3: finished episodes come from the store, the rest are run, the pairs are the same.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from ipr_lightning.config import RunConfig
+from ipr_lightning.data.datasets import PairCollator, PairDataset
+from ipr_lightning.data.io import read_pairs, write_pairs
+from ipr_lightning.data.records import PreferencePair
+from ipr_lightning.envs.build import EnvHandle
+from ipr_lightning.ipr.explore import ExpertTask, Exploration, ExploreSettings
+from ipr_lightning.ipr.pairs import PairRules
+from ipr_lightning.ipr.store import RolloutStore
+from ipr_lightning.models import POLICY, add_reference_adapter, reference_context, save_adapter
+from ipr_lightning.rollout.evaluate import evaluate
+from ipr_lightning.rollout.policy import HFPolicy, Sampling
+
+log = logging.getLogger("ipr_lightning")
+SFT = "sft"  # adapter: the frozen SFT policy (scorer, reference)
+PREVIOUS = "previous"  # adapter: the policy at the start of the iteration (ETO's reference)
+
+
+class IPRLoop(L.Callback):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        tokenizer: Any,
+        tasks: list[ExpertTask],
+        train_handle: EnvHandle,
+        eval_handle: EnvHandle | None,
+        progress: bool = True,
+    ) -> None:
+        self.cfg, self.tokenizer, self.progress = cfg, tokenizer, progress
+        self.out = Path(cfg.output_dir)
+        self.sft_epochs, self.k_max = cfg.trainer.max_epochs, cfg.ipr.iterations
+        self.eval_handle = eval_handle
+        ipr = cfg.ipr
+        rules = PairRules(
+            ipr.tau_traj, ipr.step_tau(cfg.env.name), ipr.agent_wins, ipr.step_completion
+        )
+        settings = ExploreSettings(
+            ipr.mc_samples,
+            ipr.mc_temperature,
+            ipr.mc_only_when_needed,
+            ipr.max_new_tokens,
+            ipr.max_live,
+            cfg.seed,
+            rules,
+        )
+        self.exploration = Exploration(
+            train_handle, tasks, RolloutStore(self.out / "rollouts.jsonl"), settings, progress
+        )
+        self.history: list[dict[str, Any]] = []
+        """One row per finished phase: eval results, pair counts, wall times."""
+        self._phase_start = time.perf_counter()
+
+    @property
+    def total_epochs(self) -> int:
+        return self.sft_epochs + self.k_max * self.cfg.ipr.epochs
+
+    def phase_of(self, epoch: int) -> int:
+        """0 for SFT epochs, k for the epochs of iteration k."""
+        if epoch < self.sft_epochs:
+            return 0
+        return 1 + (epoch - self.sft_epochs) // self.cfg.ipr.epochs
+
+    def _last_epoch_of(self, k: int) -> int:
+        return self.sft_epochs - 1 + k * self.cfg.ipr.epochs
+
+    @staticmethod
+    def pairs_path(out: Path, k: int) -> Path:
+        return out / f"iter_{k}" / "pairs.json"
+
+    # --- hooks ------------------------------------------------------------------------------
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        k = self.phase_of(trainer.current_epoch)
+        if k >= 1 and trainer.datamodule.pairs_file != str(self.pairs_path(self.out, k)):
+            self._start_iteration(trainer, module, k)  # resumed into a preference phase
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        k = self.phase_of(trainer.current_epoch)
+        if trainer.current_epoch != self._last_epoch_of(k):
+            return
+        row = {
+            "phase": "sft" if k == 0 else f"iteration {k}",
+            "train_seconds": round(time.perf_counter() - self._phase_start, 1),
+        }
+        row.update(self._evaluate(trainer, module, k))
+        self._record(row)
+        if k < self.k_max:
+            if trainer.is_global_zero:
+                trainer.save_checkpoint(self.out / "checkpoints" / "last.ckpt")
+            self._start_iteration(trainer, module, k + 1)
+        self._phase_start = time.perf_counter()
+
+    # --- pieces -----------------------------------------------------------------------------
+
+    def _record(self, row: dict[str, Any]) -> None:
+        path = self.out / "phases.jsonl"
+        done = (
+            {json.loads(line)["phase"] for line in path.read_text().splitlines()}
+            if path.is_file()
+            else set()
+        )
+        if row["phase"] not in done:  # a resumed run does not repeat a finished phase's row
+            with path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def _evaluate(self, trainer: L.Trainer, module: L.LightningModule, k: int) -> dict:
+        if self.eval_handle is None or not self.cfg.ipr.eval_every_phase:
+            return {}
+        folder = self.out / "eval" / ("after_sft" if k == 0 else f"after_iter_{k}")
+        if (folder / "summary.json").is_file():  # done before an interruption
+            return json.loads((folder / "summary.json").read_text())
+        e = self.cfg.eval
+        policy = HFPolicy(module.model, self.tokenizer, adapter=POLICY, batch_size=e.batch_size)
+        sampling = Sampling(
+            temperature=e.temperature,
+            max_new_tokens=e.max_new_tokens,
+            seed=self.cfg.seed,
+            stop_after_action_line=self.eval_handle.single_line_actions,
+        )
+        report, _ = evaluate(
+            self.eval_handle,
+            policy,
+            sampling,
+            max_episodes=e.max_episodes,
+            max_live=e.max_live,
+            out_dir=folder,
+            progress=self.progress,
+        )
+        metrics = {
+            "eval/success_rate": report.success_rate,
+            "eval/avg_reward": report.avg_reward,
+            "eval/avg_turns": report.avg_turns,
+            "eval/invalid_rate": report.invalid_rate,
+            "eval/iteration": float(k),
+        }
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+        log.info(
+            "eval after %s: success %.3f on %d %s episodes",
+            "SFT" if k == 0 else f"it {k}",
+            report.success_rate,
+            report.episodes,
+            self.eval_handle.split,
+        )
+        return json.loads((folder / "summary.json").read_text())
+
+    def _start_iteration(self, trainer: L.Trainer, module: L.LightningModule, k: int) -> None:
+        model = module.model
+        if SFT not in model.peft_config:  # the SFT policy, frozen for the rest of the run
+            add_reference_adapter(model, POLICY, SFT)
+            save_adapter(model, self.out / "adapter_sft", POLICY)
+        reference = SFT
+        if self.cfg.ipr.reference == "previous":
+            add_reference_adapter(model, POLICY, PREVIOUS)
+            reference = PREVIOUS
+        module.reference_adapter = reference
+        path = self.pairs_path(self.out, k)
+        if path.is_file():
+            pairs = read_pairs(path)
+        else:
+            start = time.perf_counter()
+            ipr = self.cfg.ipr
+            explorer = HFPolicy(model, self.tokenizer, adapter=POLICY, batch_size=ipr.batch_size)
+            scorer = HFPolicy(model, self.tokenizer, adapter=SFT, batch_size=ipr.batch_size)
+            result = self.exploration.iteration(k, explorer, scorer)
+            pairs = result.pairs
+            if ipr.precompute_reference and pairs:
+                pairs = self._with_reference_logps(trainer, module, pairs, reference)
+            write_pairs(path, pairs)  # last: its presence marks a finished exploration
+            stats = {**result.stats, "explore/wall_seconds": round(time.perf_counter() - start, 1)}
+            (path.parent / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
+            for logger in trainer.loggers:
+                logger.log_metrics(
+                    {k_: float(v) for k_, v in stats.items()}, step=trainer.global_step
+                )
+        if not pairs:
+            log.warning("iteration %d produced no pairs: its preference epochs train nothing", k)
+        trainer.datamodule.use_pairs(path)
+        d, ipr = self.cfg.data, self.cfg.ipr
+        steps = math.ceil(math.ceil(len(pairs) / d.batch_size) / trainer.accumulate_grad_batches)
+        module.begin_phase(
+            "preference",
+            max(1, steps * ipr.epochs),
+            lr=ipr.lr,
+            schedule=ipr.schedule,
+            warmup_ratio=ipr.warmup_ratio,
+        )
+
+    def _with_reference_logps(
+        self,
+        trainer: L.Trainer,
+        module: L.LightningModule,
+        pairs: list[PreferencePair],
+        adapter: str,
+    ) -> list[PreferencePair]:
+        """Token-summed reference log-probs of both sides of every pair, computed now with
+        the training forward (same rendering, truncation and precision)."""
+        from dataclasses import replace
+
+        data = PairDataset(pairs, self.tokenizer, self.cfg.data.max_length)
+        loader = DataLoader(
+            data,
+            batch_size=self.cfg.data.batch_size,
+            collate_fn=PairCollator(self.tokenizer.pad_token_id),
+        )
+        chosen, rejected = [], []
+        with (
+            torch.no_grad(),
+            reference_context(module.model, adapter),
+            trainer.precision_plugin.forward_context(),
+        ):
+            for batch in loader:
+                batch = {k: v.to(module.device) for k, v in batch.items()}
+                logps, _ = module.sequence_logps(batch)
+                c, r = logps.float().chunk(2)
+                chosen += c.tolist()
+                rejected += r.tolist()
+        return [
+            replace(p, ref_chosen_logp=c, ref_rejected_logp=r)
+            for p, c, r in zip(pairs, chosen, rejected, strict=True)
+        ]

@@ -1,0 +1,1 @@
+"""IPR iterations: step-wise exploration, Monte-Carlo step values, contrastive pairs."""

@@ -1,0 +1,266 @@
+"""One IPR iteration's data: step-wise exploration, Monte-Carlo step values, pairs.
+
+Plain Python over the rollout engine (no Lightning). Every episode is keyed
+`(iteration, kind, task, j, sample)` and appended to the `RolloutStore` as it finishes;
+episodes already in the store are never run again, so a killed iteration resumes where it
+stopped and builds the same pairs (sampling seeds depend on the key, not on batching).
+
+Kinds: `expert_mc` — N scorer rollouts after expert action t (iteration 0, once per run);
+`explore` — the explorer after j replayed expert actions (greedy); `mc` — N scorer rollouts
+after the explored action at j+1 (prefix and that action replayed in the env).
+
+For task with expert actions a_1..a_n and prompt u (IPR_SPEC § 2.2):
+- exploration j = 0..n-1: replay a_1..a_j, the explorer continues (â_{j+1}, ...);
+- step value of a_t (t < n) and of â_{j+1} (j >= 1): mean final reward of N scorer rollouts
+  (temperature `mc_temperature`) started after it; an action that ends the episode is valued
+  by its own reward;
+- pairs as in `pairs.py`. With `mc_only_when_needed` (default) MC rollouts are skipped for
+  explored actions whose episode ends with the same final reward as the expert within
+  τ_traj: no step pair can form there, whatever the values, so no pair changes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ipr_lightning.data.io import write_pairs
+from ipr_lightning.data.records import PreferencePair, Trajectory, Turn
+from ipr_lightning.envs.build import EnvHandle
+from ipr_lightning.ipr.pairs import EPS, PairRules, Side, outcome_pair, step_pair
+from ipr_lightning.ipr.store import Key, RolloutStore, StoredEpisode
+from ipr_lightning.rollout.engine import EpisodeSpec, run_episodes
+from ipr_lightning.rollout.policy import Policy, Sampling
+
+log = logging.getLogger("ipr_lightning")
+
+
+@dataclass(frozen=True)
+class ExpertTask:
+    """An expert trajectory split at the prompt: the start turns and the actions."""
+
+    task_id: str
+    start: list[Turn]
+    """instruction, OK, [in-context example], task."""
+    actions: list[str]
+    """The expert's assistant outputs a_1..a_n."""
+    turns: list[Turn]
+    """The whole trajectory (start, actions, observations)."""
+    reward: float
+
+    def continuation(self, j: int) -> list[Turn]:
+        """The expert's turns from action j+1 to the end."""
+        return self.turns[len(self.start) + 2 * j :]
+
+
+def expert_tasks(handle: EnvHandle, experts: Sequence[Trajectory]) -> list[ExpertTask]:
+    """Expert trajectories as tasks of `handle`'s split (task id: `game_file`, else the id).
+    The prompt start is the handle's own (same in-context example), so prefixes replay."""
+    known = set(handle.task_ids)
+    out = []
+    for traj in experts:
+        task_id = str(traj.meta.get("game_file", traj.id))
+        if task_id not in known:
+            raise ValueError(
+                f"expert trajectory {traj.id!r}: task {task_id!r} is not a task "
+                f"of the {handle.name} {handle.split} split"
+            )
+        n_start = 3 + len(handle.example_for(task_id) or [])
+        actions = [t.content for t in traj.turns[n_start:] if t.role == "assistant"]
+        if not actions:
+            raise ValueError(f"expert trajectory {traj.id!r} has no actions after its prompt")
+        reward = 1.0 if traj.reward is None else float(traj.reward)
+        out.append(ExpertTask(task_id, traj.turns[:n_start], actions, traj.turns, reward))
+    return out
+
+
+@dataclass(frozen=True)
+class ExploreSettings:
+    mc_samples: int = 5
+    mc_temperature: float = 1.0
+    mc_only_when_needed: bool = True
+    max_new_tokens: int = 128
+    max_live: int = 64
+    seed: int = 0
+    rules: PairRules = field(default_factory=PairRules)
+
+
+@dataclass
+class IterationResult:
+    iteration: int
+    pairs: list[PreferencePair]
+    stats: dict[str, float]
+
+
+class Exploration:
+    """Runs the episodes of IPR iterations against one store (see the module docstring)."""
+
+    def __init__(
+        self,
+        handle: EnvHandle,
+        tasks: Sequence[ExpertTask],
+        store: RolloutStore,
+        settings: ExploreSettings,
+        progress: bool = True,
+    ) -> None:
+        self.handle, self.tasks, self.store = handle, list(tasks), store
+        self.s, self.progress = settings, progress
+
+    # --- running keyed episodes -----------------------------------------------------------
+
+    def _run(
+        self, specs: list[EpisodeSpec], policy: Policy, sampling: Sampling, desc: str
+    ) -> dict[Key, StoredEpisode]:
+        """Every spec's episode, from the store or run now (and stored as it finishes)."""
+        todo = [spec for spec in specs if spec.key not in self.store]
+        if todo:
+            run_episodes(
+                self.handle.make_env,
+                todo,
+                policy,
+                sampling,
+                self.handle.build_start,
+                max_live=self.s.max_live,
+                progress=self.progress,
+                desc=desc,
+                on_done=lambda ep: self.store.add(ep.key, ep),
+            )
+        return {spec.key: self.store[spec.key] for spec in specs}
+
+    def _scorer_sampling(self) -> Sampling:
+        return Sampling(
+            temperature=self.s.mc_temperature,
+            max_new_tokens=self.s.max_new_tokens,
+            seed=self.s.seed,
+            stop_after_action_line=self.handle.single_line_actions,
+        )
+
+    def _mc_values(
+        self, kind: str, iteration: int, prefixes: dict[tuple[str, int], list[str]], scorer: Policy
+    ) -> dict[tuple[str, int], float]:
+        """Mean final reward of N scorer rollouts after each forced prefix."""
+        specs = [
+            EpisodeSpec(task, tuple(forced), (iteration, kind, task, j, s))
+            for (task, j), forced in prefixes.items()
+            for s in range(self.s.mc_samples)
+        ]
+        done = self._run(specs, scorer, self._scorer_sampling(), f"{kind} it{iteration}")
+        values: dict[tuple[str, int], list[float]] = {}
+        for (_, _, task, j, _), ep in done.items():
+            values.setdefault((task, j), []).append(ep.reward)
+        return {k: sum(v) / len(v) for k, v in values.items()}
+
+    # --- the stages -------------------------------------------------------------------------
+
+    def expert_values(self, scorer: Policy) -> dict[tuple[str, int], float]:
+        """Step value of every expert action a_t, t = 1..n (computed once: iteration 0)."""
+        prefixes = {
+            (t.task_id, k): t.actions[:k] for t in self.tasks for k in range(1, len(t.actions))
+        }
+        values = self._mc_values("expert_mc", 0, prefixes, scorer)
+        for t in self.tasks:  # the last action ends the episode: its value is the reward
+            values[(t.task_id, len(t.actions))] = t.reward
+        return values
+
+    def explore(self, iteration: int, explorer: Policy) -> dict[tuple[str, int], StoredEpisode]:
+        specs = [
+            EpisodeSpec(t.task_id, tuple(t.actions[:j]), (iteration, "explore", t.task_id, j, 0))
+            for t in self.tasks
+            for j in range(len(t.actions))
+        ]
+        greedy = Sampling(
+            temperature=0.0,
+            max_new_tokens=self.s.max_new_tokens,
+            stop_after_action_line=self.handle.single_line_actions,
+        )
+        done = self._run(specs, explorer, greedy, f"explore it{iteration}")
+        return {(key[2], key[3]): ep for key, ep in done.items()}
+
+    def iteration(
+        self, iteration: int, explorer: Policy, scorer: Policy, out_dir: str | Path | None = None
+    ) -> IterationResult:
+        """Explore, score and pair for `iteration` (>= 1); writes iter_<k>/pairs.json."""
+        start = time.perf_counter()
+        expert_v = self.expert_values(scorer)
+        explored = self.explore(iteration, explorer)
+        tau = self.s.rules.tau_traj
+        by_id = {t.task_id: t for t in self.tasks}
+        needed: dict[tuple[str, int], list[str]] = {}
+        agent_v: dict[tuple[str, int], float] = {}
+        for (task, j), ep in explored.items():
+            if j == 0 or not ep.policy_turns:  # none: the replayed prefix already ended it
+                continue
+            first_action = ep.policy_turns[0].content
+            if len(ep.policy_turns) == 1:  # â ended the episode: its value is its reward
+                agent_v[(task, j)] = ep.reward
+            elif self.s.mc_only_when_needed and abs(by_id[task].reward - ep.reward) <= tau + EPS:
+                continue  # no step pair possible here, whatever the values
+            else:
+                needed[(task, j)] = [*by_id[task].actions[:j], first_action]
+        agent_v.update(self._mc_values("mc", iteration, needed, scorer))
+        pairs, mismatched = [], 0
+        for (task, j), ep in sorted(explored.items()):
+            expert = by_id[task]
+            prompt = ep.turns[: len(expert.start) + 2 * j]  # the replayed prefix, fresh obs
+            if prompt != expert.turns[: len(prompt)]:
+                mismatched += 1  # the env did not reproduce the recorded prefix
+            if not ep.policy_turns:
+                continue
+            agent = Side(ep.policy_turns, ep.reward, agent_v.get((task, j)))
+            if j == 0:
+                pair = outcome_pair(
+                    task,
+                    prompt,
+                    Side(expert.continuation(0), expert.reward),
+                    agent,
+                    self.s.rules,
+                    iteration,
+                )
+            elif agent.value is None:
+                continue
+            else:
+                side = Side(expert.continuation(j), expert.reward, expert_v[(task, j + 1)])
+                pair = step_pair(task, j, prompt, side, agent, self.s.rules, iteration)
+            if pair is not None:
+                pairs.append(pair)
+        if mismatched:
+            log.warning(
+                "iteration %d: %d replayed prefixes differ from the expert record "
+                "(non-deterministic env?)",
+                iteration,
+                mismatched,
+            )
+        stats = self._stats(iteration, explored, pairs, time.perf_counter() - start)
+        if out_dir is not None:
+            folder = Path(out_dir) / f"iter_{iteration}"
+            write_pairs(folder / "pairs.json", pairs)
+            (folder / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
+        return IterationResult(iteration, pairs, stats)
+
+    def _stats(
+        self,
+        iteration: int,
+        explored: dict[tuple[str, int], StoredEpisode],
+        pairs: list[PreferencePair],
+        seconds: float,
+    ) -> dict[str, float]:
+        whole = [ep for (_, j), ep in explored.items() if j == 0]
+        episodes = [ep for key, ep in self.store.items(iteration) if key[1] in ("explore", "mc")]
+        counts = Counter(f"pairs/{p.pair_type}_{p.meta['winner']}" for p in pairs)
+        return {
+            "iteration": iteration,
+            "explore/success": sum(ep.reward >= 1.0 for ep in whole) / max(1, len(whole)),
+            "explore/episodes": len(explored),
+            "explore/mc_episodes": sum(1 for k, _ in self.store.items(iteration, "mc")),
+            "explore/generated_tokens": sum(ep.generated_tokens for ep in episodes),
+            "explore/seconds": round(seconds, 2),
+            "explore/episodes_per_s": round(len(episodes) / max(seconds, 1e-9), 3),
+            "pairs/outcome": sum(p.pair_type == "outcome" for p in pairs),
+            "pairs/step": sum(p.pair_type == "step" for p in pairs),
+            **dict(sorted(counts.items())),
+        }

@@ -1,0 +1,116 @@
+"""Contrastive pairs from explored episodes (IPR_SPEC § 2.2.3) — pure functions.
+
+Outcome pairs (j = 0): the whole expert trajectory against the whole agent trajectory given
+the task, kept when the final rewards differ by more than τ_traj; the higher one is chosen.
+
+Step pairs (j ≥ 1): shared prompt = the task plus the expert's first j actions and their
+observations; the two sides are the expert's and the agent's continuations from step j+1
+(or only the single action at j+1, `step_completion="action"`). Kept when the *same* side
+wins on final reward by more than τ_traj *and* on the step value of its action at j+1 by
+more than τ_step. The agent may win (`agent_wins=True`, the authors' code) or only the expert
+(the paper). Every comparison is strict: a difference equal to τ makes no pair, also when
+float rounding puts it a hair above (0.51 - 0.5 > 0.01 in binary floating point).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ipr_lightning.data.records import PreferencePair, Turn
+
+STEP_COMPLETIONS = ("continuation", "action")
+EPS = 1e-9  # differences within EPS of τ count as equal to τ
+
+
+def _above(diff: float, tau: float) -> bool:
+    return diff > tau + EPS
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a comparison: the turns after the shared prompt, its final reward, and
+    (step pairs) the MC value of its first action."""
+
+    turns: list[Turn]
+    reward: float
+    value: float | None = None
+
+
+@dataclass(frozen=True)
+class PairRules:
+    tau_traj: float = 0.01
+    tau_step: float = 0.5
+    agent_wins: bool = True
+    step_completion: str = "continuation"
+
+    def __post_init__(self) -> None:
+        if self.step_completion not in STEP_COMPLETIONS:
+            raise ValueError(f"step_completion must be one of {STEP_COMPLETIONS}")
+
+
+def outcome_pair(
+    task_id: str, prompt: list[Turn], expert: Side, agent: Side, rules: PairRules, iteration: int
+) -> PreferencePair | None:
+    diff = expert.reward - agent.reward
+    if not _above(abs(diff), rules.tau_traj):
+        return None
+    chosen, rejected = (expert, agent) if diff > 0 else (agent, expert)
+    return PreferencePair(
+        id=f"it{iteration}/{task_id}/outcome",
+        prompt=list(prompt),
+        chosen=list(chosen.turns),
+        rejected=list(rejected.turns),
+        pair_type="outcome",
+        chosen_reward=chosen.reward,
+        rejected_reward=rejected.reward,
+        iteration=iteration,
+        meta={"task_id": task_id, "step": 0, "winner": "expert" if diff > 0 else "agent"},
+    )
+
+
+def step_winner(expert: Side, agent: Side, rules: PairRules) -> str | None:
+    """ "expert", "agent" or None under the step-pair rule."""
+    if expert.value is None or agent.value is None:
+        raise ValueError("step pairs need the step values of both actions")
+    d_reward, d_value = expert.reward - agent.reward, expert.value - agent.value
+    if _above(d_reward, rules.tau_traj) and _above(d_value, rules.tau_step):
+        return "expert"
+    if rules.agent_wins and _above(-d_reward, rules.tau_traj) and _above(-d_value, rules.tau_step):
+        return "agent"
+    return None
+
+
+def step_pair(
+    task_id: str,
+    j: int,
+    prompt: list[Turn],
+    expert: Side,
+    agent: Side,
+    rules: PairRules,
+    iteration: int,
+) -> PreferencePair | None:
+    winner = step_winner(expert, agent, rules)
+    if winner is None:
+        return None
+    chosen, rejected = (expert, agent) if winner == "expert" else (agent, expert)
+
+    def completion(side: Side) -> list[Turn]:
+        return list(side.turns[:1] if rules.step_completion == "action" else side.turns)
+
+    return PreferencePair(
+        id=f"it{iteration}/{task_id}/step{j}",
+        prompt=list(prompt),
+        chosen=completion(chosen),
+        rejected=completion(rejected),
+        pair_type="step",
+        chosen_reward=chosen.reward,
+        rejected_reward=rejected.reward,
+        iteration=iteration,
+        meta={
+            "task_id": task_id,
+            "step": j,
+            "winner": winner,
+            "chosen_value": chosen.value,
+            "rejected_value": rejected.value,
+        },
+    )

@@ -1,0 +1,221 @@
+"""IPR data generation on the toy env with scripted policies: pair rules, MC values, replayed
+prefixes, the rollout store and resumption."""
+
+import json
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+from toy_policies import toy_oracle
+
+from ipr_lightning.config import EnvConfig
+from ipr_lightning.data.records import Turn
+from ipr_lightning.envs.build import build_env
+from ipr_lightning.ipr.explore import Exploration, ExploreSettings, expert_tasks
+from ipr_lightning.ipr.pairs import PairRules, Side, outcome_pair, step_pair, step_winner
+from ipr_lightning.ipr.store import RolloutStore
+from ipr_lightning.rollout.policy import Generation, Policy, ScriptedPolicy
+
+A, B = [Turn("assistant", "Action: a")], [Turn("assistant", "Action: b")]
+PROMPT = [Turn("user", "inst"), Turn("assistant", "OK"), Turn("user", "task")]
+
+
+# --- pair rules on hand-made reward tables ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expert", "agent", "tau", "winner"),
+    [
+        (1.0, 0.0, 0.01, "expert"),
+        (0.3, 0.9, 0.01, "agent"),  # the higher reward is chosen, whoever has it
+        (1.0, 1.0, 0.01, None),  # tie
+        (0.51, 0.5, 0.01, None),  # a difference equal to tau makes no pair (up to fp)
+        (0.6, 0.5, 0.05, "expert"),
+    ],
+)
+def test_outcome_pairs(expert, agent, tau, winner):
+    pair = outcome_pair("t", PROMPT, Side(A, expert), Side(B, agent), PairRules(tau_traj=tau), 1)
+    if winner is None:
+        assert pair is None
+        return
+    assert pair.pair_type == "outcome" and pair.meta["winner"] == winner
+    chosen = A if winner == "expert" else B
+    assert pair.chosen == chosen and pair.prompt == PROMPT and pair.iteration == 1
+    assert pair.chosen_reward == max(expert, agent)
+
+
+@pytest.mark.parametrize(
+    ("rewards", "values", "agent_wins", "winner"),
+    [
+        ((1.0, 0.0), (0.8, 0.2), True, "expert"),
+        ((1.0, 0.0), (0.6, 0.2), True, None),  # value gap 0.4 <= tau_step 0.5
+        ((1.0, 0.0), (0.7, 0.2), True, None),  # value gap exactly tau_step
+        ((1.0, 0.0), (0.2, 0.8), True, None),  # sides disagree: reward says expert, value agent
+        ((0.0, 1.0), (0.0, 0.6), True, "agent"),
+        ((0.0, 1.0), (0.0, 0.6), False, None),  # the paper: expert wins only
+        ((1.0, 1.0), (1.0, 0.0), True, None),  # final rewards tie
+    ],
+)
+def test_step_pair_rule(rewards, values, agent_wins, winner):
+    rules = PairRules(tau_traj=0.01, tau_step=0.5, agent_wins=agent_wins)
+    expert, agent = Side(A, rewards[0], values[0]), Side(B, rewards[1], values[1])
+    assert step_winner(expert, agent, rules) == winner
+
+
+def test_step_pair_continuation_or_single_action():
+    long_a = [*A, Turn("user", "Observation: x"), Turn("assistant", "Action: a2")]
+    expert, agent = Side(long_a, 1.0, 0.9), Side(B, 0.0, 0.1)
+    whole = step_pair("t", 2, PROMPT, expert, agent, PairRules(), 3)
+    assert whole.chosen == long_a and whole.rejected == B and whole.id == "it3/t/step2"
+    assert whole.meta == {
+        "task_id": "t",
+        "step": 2,
+        "winner": "expert",
+        "chosen_value": 0.9,
+        "rejected_value": 0.1,
+    }
+    one = step_pair("t", 2, PROMPT, expert, agent, PairRules(step_completion="action"), 3)
+    assert one.chosen == A and one.rejected == B
+
+
+# --- exploration, MC values and pairs through the env ----------------------------------------
+
+
+@pytest.fixture
+def toy():
+    handle = build_env(EnvConfig(n_train=4, max_turns=40), "train")
+    return handle, expert_tasks(handle, handle.expert())
+
+
+class CountingScorer(Policy):
+    """Of the N rollouts that start from the same history, the first `good` follow the
+    observation-only oracle and the others say `look` until the turn limit."""
+
+    def __init__(self, good: int) -> None:
+        self.good, self.seen = good, Counter()
+
+    def act(self, histories, sampling, seeds=None):
+        out = []
+        for h in histories:
+            key = tuple(t.content for t in h)
+            i, self.seen[key] = self.seen[key], self.seen[key] + 1
+            lost = any(t.content.endswith("Action: look") for t in h)
+            text = toy_oracle(h) if i < self.good and not lost else "Thought: hm.\nAction: look"
+            out.append(Generation(text, 3))
+        return out
+
+
+def test_mc_value_is_the_mean_of_the_n_outcomes(toy, tmp_path):
+    handle, tasks = toy
+    settings = ExploreSettings(mc_samples=5)
+    ex = Exploration(handle, tasks, RolloutStore(tmp_path / "r.jsonl"), settings, progress=False)
+    values = ex.expert_values(CountingScorer(good=2))
+    for t in tasks:
+        n = len(t.actions)
+        assert [values[(t.task_id, k)] for k in range(1, n)] == [0.4] * (n - 1)
+        assert values[(t.task_id, n)] == 1.0  # the last action wins: its own reward
+    assert len(ex.store) == 5 * sum(len(t.actions) - 1 for t in tasks)
+
+
+def test_prefix_is_replayed_in_the_env_not_copied(toy, tmp_path, caplog):
+    handle, tasks = toy
+    task = tasks[0]
+    turns = [
+        Turn(t.role, "Observation: FORGED") if t.content.startswith("Observation") else t
+        for t in task.turns
+    ]
+    forged = replace(task, turns=turns)
+    ex = Exploration(
+        handle,
+        [forged],
+        RolloutStore(tmp_path / "r.jsonl"),
+        ExploreSettings(mc_samples=1),
+        progress=False,
+    )
+    explored = ex.explore(1, ScriptedPolicy(toy_oracle))
+    ep = explored[(task.task_id, 2)]
+    prefix = ep.turns[: len(task.start) + 4]
+    assert [t.content for t in prefix[len(task.start) :] if t.role == "assistant"] == (
+        task.actions[:2]
+    )
+    assert prefix == task.turns[: len(prefix)]  # the env's own observations, not the record's
+    assert "FORGED" not in json.dumps([t.content for t in ep.turns])
+    with caplog.at_level("WARNING"):
+        ex.iteration(1, ScriptedPolicy(toy_oracle), CountingScorer(1))
+    assert "differ from the expert record" in caplog.text
+
+
+def test_iteration_builds_the_expected_pairs_and_resumes_from_the_store(toy, tmp_path):
+    handle, tasks = toy
+    # Explorer: always `look` -> every explored episode fails (reward 0). Scorer: the first of
+    # 2 rollouts succeeds, unless the history already holds a `look` -> expert steps 0.5,
+    # explored actions 0.0. So: 4 outcome pairs, and a step pair wherever value gap 0.5 > tau.
+    look = ScriptedPolicy(lambda h: "Thought: hm.\nAction: look")
+    settings = ExploreSettings(mc_samples=2, rules=PairRules(tau_traj=0.01, tau_step=0.4))
+    path = tmp_path / "rollouts.jsonl"
+    ex = Exploration(handle, tasks, RolloutStore(path), settings, progress=False)
+    result = ex.iteration(1, look, CountingScorer(good=1), out_dir=tmp_path)
+    n_steps = sum(len(t.actions) - 1 for t in tasks)
+    stats = result.stats
+    assert stats["pairs/outcome"] == 4 and stats["pairs/step"] == n_steps
+    assert stats["explore/success"] == 0.0 and stats["pairs/step_expert"] == n_steps
+    step = next(p for p in result.pairs if p.pair_type == "step")
+    assert step.meta["chosen_value"] == 0.5 and step.meta["rejected_value"] == 0.0
+    assert step.rejected[0].content.endswith("Action: look")
+    assert (tmp_path / "iter_1/pairs.json").is_file()
+
+    # A second run over the same store runs nothing and gives the same pairs.
+    calls = ScriptedPolicy(lambda h: "never")
+    again = Exploration(handle, tasks, RolloutStore(path), settings, progress=False)
+    assert again.iteration(1, calls, calls).pairs == result.pairs and calls.calls == []
+
+
+class SeededScorer(Policy):
+    """Follows the oracle on turns whose sampling seed is not a multiple of 4, else gets lost
+    (`look` from then on): outcomes depend on the episode's seeds only, not on batching."""
+
+    def act(self, histories, sampling, seeds=None):
+        assert seeds is not None and sampling.temperature > 0
+        out = []
+        for h, seed in zip(histories, seeds, strict=True):
+            lost = seed % 4 == 0 or any(t.content.endswith("Action: look") for t in h)
+            out.append(Generation("Thought: hm.\nAction: look" if lost else toy_oracle(h), 3))
+        return out
+
+
+def test_a_torn_store_resumes_to_the_same_episodes_and_pairs(toy, tmp_path):
+    handle, tasks = toy
+    look = ScriptedPolicy(lambda h: "Thought: hm.\nAction: look")
+    settings = ExploreSettings(mc_samples=3, max_live=5, rules=PairRules(tau_step=0.2))
+    path = tmp_path / "rollouts.jsonl"
+    full = Exploration(handle, tasks, RolloutStore(path), settings, progress=False)
+    result = full.iteration(1, look, SeededScorer())
+    assert result.stats["pairs/step"] > 0
+    lines = path.read_text().splitlines(keepends=True)
+    # Killed mid-MC: the last third of the episodes never finished, the last line is torn.
+    keep = len(lines) * 2 // 3
+    path.write_text("".join(lines[:keep]) + lines[keep][: len(lines[keep]) // 2])
+    torn = RolloutStore(path)
+    assert torn.recovered_torn_line and len(torn) == keep
+    resumed = Exploration(handle, tasks, torn, replace(settings, max_live=2), progress=False)
+    assert resumed.iteration(1, look, SeededScorer()).pairs == result.pairs
+    again = sorted(path.read_text().splitlines(keepends=True))
+    assert again == sorted(lines)  # the same episodes, none lost, none duplicated
+
+
+def test_store_refuses_to_record_an_episode_twice(toy, tmp_path):
+    handle, tasks = toy
+    ex = Exploration(
+        handle,
+        tasks[:1],
+        RolloutStore(tmp_path / "r.jsonl"),
+        ExploreSettings(mc_samples=1),
+        progress=False,
+    )
+    explored = ex.explore(1, ScriptedPolicy(toy_oracle))
+    key = (1, "explore", tasks[0].task_id, 0, 0)
+    assert explored[(tasks[0].task_id, 0)].reward == 1.0
+    from ipr_lightning.rollout.engine import Episode
+
+    with pytest.raises(KeyError, match="already"):
+        ex.store.add(key, Episode(tasks[0].task_id, PROMPT))
