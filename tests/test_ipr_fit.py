@@ -7,10 +7,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
+from ipr_lightning.callbacks import IPRLoop
 
+from ipr_lightning.config import RunConfig
 from ipr_lightning.data.io import read_pairs
+from ipr_lightning.data.render import ensure_chat_template
+from ipr_lightning.envs.base import build_prompt
+from ipr_lightning.envs.build import build_env
+from ipr_lightning.ipr.explore import IterationResult
+from ipr_lightning.models import load_model, load_tokenizer
+from ipr_lightning.rollout.policy import HFPolicy, Sampling
 
 ROOT = Path(__file__).resolve().parents[1]
 IPR_FIT = str(Path(sys.executable).parent / "ipr-fit")
@@ -96,3 +106,42 @@ def test_killed_mid_mc_resumes_to_the_same_pairs(ipr_run, tiny_model_cfg, tmp_pa
         for line in (reference / "rollouts.jsonl").read_text().splitlines()
     ]
     assert sorted(keys) == sorted(ref_keys)  # none lost
+
+
+def test_explorer_is_the_current_policy_and_scorer_the_frozen_sft_copy(tiny_model_cfg, tmp_path):
+    cfg = RunConfig(output_dir=str(tmp_path), model=tiny_model_cfg)
+    cfg.ipr.iterations, cfg.ipr.reference = 2, "previous"
+    tok = ensure_chat_template(load_tokenizer(tiny_model_cfg))
+    model = load_model(tiny_model_cfg)
+    handle = build_env(cfg.env, "train")
+    loop = IPRLoop(cfg, tok, [], handle, None, progress=False)
+    used = []
+
+    def fake_iteration(k, explorer, scorer):
+        used.append((k, explorer, scorer))
+        return IterationResult(k, [], {"explore/episodes": 0})
+
+    loop.exploration.iteration = fake_iteration
+    trainer = SimpleNamespace(
+        datamodule=SimpleNamespace(use_pairs=lambda path: None),
+        accumulate_grad_batches=1,
+        loggers=[],
+        global_step=0,
+    )
+    module = SimpleNamespace(model=model, reference_adapter=None, begin_phase=lambda *a, **k: None)
+    probe = [build_prompt("i", "t")]
+    sampling = Sampling(max_new_tokens=8)
+    sft_output = HFPolicy(model, tok).act(probe, sampling)
+    loop._start_iteration(trainer, module, 1)
+    with torch.no_grad():  # the policy trains on: only the `policy` adapter moves
+        for name, p in model.named_parameters():
+            if ".policy." in name and "lora_B" in name:
+                p.normal_(0, 1.0)
+    loop._start_iteration(trainer, module, 2)
+    (_, explorer1, scorer1), (_, explorer2, scorer2) = used
+    assert explorer2.adapter == "policy" and scorer2.adapter == "sft"
+    assert scorer2.act(probe, sampling) == sft_output  # the scorer stayed the SFT policy
+    assert explorer2.act(probe, sampling) != sft_output  # the explorer is the current policy
+    assert module.reference_adapter == "previous"  # ETO's reference: policy at iteration start
+    assert model.active_adapter == "policy"
+    assert all(not p.requires_grad for n, p in model.named_parameters() if ".sft." in n)

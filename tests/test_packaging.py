@@ -42,6 +42,8 @@ def test_wheel_contains_callbacks_resources_and_entry_point(wheel):
     assert "ipr_lightning/callbacks/adapter_export.py" in names
     assert "ipr_lightning/resources/demo_trajectories.json" in names
     assert "ipr_lightning/rollout/engine.py" in names
+    assert "ipr_lightning/ipr/explore.py" in names
+    assert "ipr_lightning/callbacks/ipr_loop.py" in names
     assert "ipr_lightning/envs/alfworld_handle.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
