@@ -51,9 +51,7 @@ def main() -> None:
     args = parse_args()
     cuda = torch.cuda.is_available()
     dtype = args.dtype or ("bfloat16" if cuda else "float32")
-    cfg = ModelConfig(
-        name_or_path=args.model, dtype=dtype, attn_implementation=None if cuda else "eager"
-    )
+    cfg = ModelConfig(name_or_path=args.model, dtype=dtype)
     cfg = replace(cfg, lora=replace(cfg.lora, enabled=False))
     tokenizer = ensure_chat_template(load_tokenizer(cfg))
     model = load_model(cfg).eval()

@@ -126,9 +126,12 @@ def test_killed_generation_resumes_to_the_same_files(games: Path, tmp_path: Path
         if journal.is_file() and len(journal.read_text().splitlines()) >= 10:
             break
         time.sleep(0.05)
-    proc.kill()  # SIGKILL: no cleanup, workers mid-game
+    proc.kill()  # SIGKILL of the parent only: no cleanup, workers mid-game
     proc.wait()
     assert not (out / "manifest.json").exists()
+    left = _files(out)
+    time.sleep(1.5)
+    assert _files(out) == left  # the workers died with the parent: no orphan still writing
     result = generate_games(out, **SIZES, workers=2, progress=False)
     assert result["cached"] is False and 10 <= result["resumed"] < 36
     assert _files(out) == _files(games)  # nothing lost, nothing duplicated or left over

@@ -67,9 +67,6 @@ def build_policy(cfg: RunConfig, adapter: Path | None) -> HFPolicy:
     if adapter is not None and not cfg.model.lora.enabled:
         cfg.model.name_or_path = str(adapter)  # full fine-tuning saved the whole model
         adapter = None
-    if cfg.model.attn_implementation is None and not torch.cuda.is_available():
-        # CPU: eager attention decodes left-padded batches 2-3x faster than sdpa (SmolLM2).
-        cfg.model.attn_implementation = "eager"
     model = load_model(cfg.model)
     if adapter is not None:
         load_adapter_weights(model, adapter)

@@ -30,6 +30,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -171,6 +172,16 @@ def _build_star(args: tuple[GameSpec, Path]) -> tuple[str, str, int]:
     return spec.task_type, game_id, rejects
 
 
+def _die_with_parent() -> None:
+    """Pool worker initializer: on Linux, get SIGKILLed when the parent dies, so a killed
+    generation leaves no orphan still writing games beside the run that resumes it."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def parallel_map(
     fn: Callable[[Any], Any],
     jobs: list,
@@ -196,7 +207,7 @@ def parallel_map(
         for job in jobs:
             take(job, fn(job))
     else:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, _die_with_parent) as pool:
             for job, result in zip(jobs, pool.imap(fn, jobs, chunksize=4), strict=False):
                 take(job, result)
     bar.close()
