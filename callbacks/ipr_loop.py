@@ -2,20 +2,21 @@
 
 Epochs `0 .. sft_epochs-1` are SFT; then each iteration k = 1..K has `ipr.epochs` epochs of
 preference training. At the end of the last epoch of each phase (`on_train_epoch_end`) the
-callback evaluates the policy on the held-out split, and, if an iteration follows:
+callback saves `checkpoints/last.ckpt` (a kill during the long work that follows resumes right
+there, not into the training before it), evaluates the policy on the held-out split, and, if
+an iteration follows:
 
 1. after SFT, freezes a copy of the policy adapter as `sft`: the MC scorer and (by default)
    the DPO reference — no second copy of the base model;
-2. saves `checkpoints/last.ckpt` (so a kill during exploration resumes into it, not into
-   the training before it);
-3. explores with the current policy (`policy` adapter, greedy), scores with `sft` (T = 1),
+2. explores with the current policy (`policy` adapter, greedy), scores with `sft` (T = 1),
    builds the pairs (`ipr_lightning.ipr.explore`; every episode goes to `rollouts.jsonl` as
    it finishes), computes reference log-probs, writes `iter_<k>/pairs.json` last;
-4. points the DataModule at the pairs and switches the module to the preference objective
+3. points the DataModule at the pairs and switches the module to the preference objective
    with the iteration's LR schedule.
 
-Resuming (`ipr-fit --resume`) into a preference phase whose pairs file is missing re-enters
-step 3: finished episodes come from the store, the rest are run, the pairs are the same.
+Resuming (`ipr-fit --resume`) from that checkpoint finishes an interrupted evaluation and
+re-enters step 2: finished episodes come from the store, the rest are run, the pairs are the
+same.
 """
 
 from __future__ import annotations
@@ -102,7 +103,17 @@ class IPRLoop(L.Callback):
     # --- hooks ------------------------------------------------------------------------------
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        k = self.phase_of(trainer.current_epoch)
+        epoch = trainer.current_epoch
+        done = self.phase_of(epoch - 1) if epoch > 0 else -1
+        if done >= 0 and epoch - 1 == self._last_epoch_of(done):  # resumed at a boundary
+            self._record(
+                {
+                    "phase": self._name(done),
+                    "train_seconds": None,
+                    **self._evaluate(trainer, module, done),
+                }
+            )
+        k = self.phase_of(epoch)
         if k >= 1 and trainer.datamodule.pairs_file != str(self.pairs_path(self.out, k)):
             self._start_iteration(trainer, module, k)  # resumed into a preference phase
 
@@ -111,18 +122,23 @@ class IPRLoop(L.Callback):
         if trainer.current_epoch != self._last_epoch_of(k):
             return
         row = {
-            "phase": "sft" if k == 0 else f"iteration {k}",
+            "phase": self._name(k),
             "train_seconds": round(time.perf_counter() - self._phase_start, 1),
         }
+        # The phase's training is done: keep it before the long evaluation and exploration,
+        # so a kill during either resumes right here instead of retraining the phase.
+        trainer.save_checkpoint(self.out / "checkpoints" / "last.ckpt")
         row.update(self._evaluate(trainer, module, k))
         self._record(row)
         if k < self.k_max:
-            if trainer.is_global_zero:
-                trainer.save_checkpoint(self.out / "checkpoints" / "last.ckpt")
             self._start_iteration(trainer, module, k + 1)
         self._phase_start = time.perf_counter()
 
     # --- pieces -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _name(k: int) -> str:
+        return "sft" if k == 0 else f"iteration {k}"
 
     def _record(self, row: dict[str, Any]) -> None:
         path = self.out / "phases.jsonl"

@@ -99,6 +99,8 @@ def test_killed_mid_mc_resumes_to_the_same_pairs(ipr_run, tiny_model_cfg, tmp_pa
         assert [(p.id, p.chosen, p.rejected) for p in got] == [
             (p.id, p.chosen, p.rejected) for p in want
         ]
+    phases = [json.loads(line)["phase"] for line in (out / "phases.jsonl").read_text().splitlines()]
+    assert phases == ["sft", "iteration 1", "iteration 2"]  # each phase once, none lost
     keys = [tuple(json.loads(line)["key"]) for line in store.read_text().splitlines()]
     assert len(keys) == len(set(keys))  # no episode recorded twice
     ref_keys = [
