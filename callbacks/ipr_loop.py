@@ -79,8 +79,6 @@ class IPRLoop(L.Callback):
         self.exploration = Exploration(
             train_handle, tasks, RolloutStore(self.out / "rollouts.jsonl"), settings, progress
         )
-        self.history: list[dict[str, Any]] = []
-        """One row per finished phase: eval results, pair counts, wall times."""
         self._phase_start = time.perf_counter()
 
     @property
