@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ipr_lightning.config import ConfigError
+from ipr_lightning.envs.alfworld_engine import SPLITS
 from ipr_lightning.envs.alfworld_games import (  # noqa: F401  (re-exported for callers)
     default_games_dir,
     generate_games,
@@ -27,7 +28,6 @@ from ipr_lightning.envs.alfworld_games import (  # noqa: F401  (re-exported for 
 )
 
 log = logging.getLogger("ipr_lightning")
-SPLITS = ("train", "valid_seen", "valid_unseen")
 
 
 class UserError(Exception):
@@ -166,13 +166,16 @@ def cmd_stats(args: argparse.Namespace) -> None:
     from ipr_lightning.envs.alfworld_games import expert_trajectories
 
     root = _data_root(args)
-    present = [s for s in SPLITS if _has_split(root, s)]
     counts = {}
-    for split in present:
-        games = list_games(root, split_dir(root, split))
+    for split in SPLITS:
+        try:
+            games = list_games(root, split_dir(root, split))
+        except FileNotFoundError:  # a data root without this split
+            continue
         counts[split] = {t: 0 for t in map(task_type_of, games)}
         for game in games:
             counts[split][task_type_of(game)] += 1
+    present = list(counts)
     print(f"ALFWorld games in {root}")
     print(_table(counts))
     tokenizer = _tokenizer(args.tokenizer)
@@ -196,10 +199,6 @@ def cmd_stats(args: argparse.Namespace) -> None:
         print(f"{name:36}{_summary(steps):>24}{_summary(tokens) if tokenizer else '-':>28}")
     if tokenizer is not None:
         print(f"(tokens: whole conversation incl. instruction, {args.tokenizer} chat template)")
-
-
-def _has_split(root: Path, split: str) -> bool:
-    return (root / "json_2.1.1" / split).is_dir() or (root / split).is_dir()
 
 
 def _tokenizer(name: str) -> Any:

@@ -23,6 +23,7 @@ from typing import Any
 
 from ipr_lightning.data.records import Trajectory, Turn
 from ipr_lightning.envs.alfworld_engine import (
+    SPLITS,
     TASK_TYPES,
     ExpertTracker,
     GameEngine,
@@ -56,7 +57,6 @@ INSTRUCTION = (
     "and you should try more options.\n\nYour response should use the following format:\n\n"
     "Thought: <your thoughts>\nAction: <your next action>"
 )
-SPLITS = ("train", "valid_seen", "valid_unseen")
 ACTION_STYLES = ("auto", "move", "put")
 
 

@@ -48,6 +48,7 @@ TASK_TYPES = (
     "pick_heat_then_place_in_recep",
     "pick_cool_then_place_in_recep",
 )
+SPLITS = ("train", "valid_seen", "valid_unseen")  # the official json_2.1.1 split folders
 PUT_RE = re.compile(r"^put (.+?) in/on (.+)$")
 MOVE_RE = re.compile(r"^move (.+?) to (.+)$")
 _INSTALLED = False

@@ -37,11 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ipr_lightning.envs.alfworld_engine import TASK_TYPES
+from ipr_lightning.envs.alfworld_engine import SPLITS, TASK_TYPES
 from ipr_lightning.envs.alfworld_scenes import Layout, goal_room_types, make_layouts, sample_game
 
 GENERATOR_VERSION = 1
-SPLITS = ("train", "valid_seen", "valid_unseen")
 TYPE_WEIGHTS = {  # official ALFWorld training-set proportions per task type
     "pick_and_place_simple": 790,
     "pick_two_obj_and_place": 813,

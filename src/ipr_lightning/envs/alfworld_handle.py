@@ -12,8 +12,8 @@ from pathlib import Path
 
 from ipr_lightning.config import ConfigError, EnvConfig
 from ipr_lightning.data.records import Trajectory, Turn
-from ipr_lightning.envs.alfworld import SPLITS, AlfworldEnv
-from ipr_lightning.envs.alfworld_engine import require_alfworld, task_type_of
+from ipr_lightning.envs.alfworld import AlfworldEnv
+from ipr_lightning.envs.alfworld_engine import SPLITS, require_alfworld, task_type_of
 from ipr_lightning.envs.alfworld_games import expert_trajectories, resolve_alfworld_data
 from ipr_lightning.envs.build import EnvHandle
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ipr_lightning.config import STEP_COMPLETIONS
 from ipr_lightning.data.records import PreferencePair, Turn
 
-STEP_COMPLETIONS = ("continuation", "action")
 EPS = 1e-9  # differences within EPS of τ count as equal to τ
 
 
