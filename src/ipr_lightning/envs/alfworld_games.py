@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -336,13 +337,16 @@ _TRAJ_ENV: Any = None
 
 def _trajectory(args: tuple[str, str, str, str, int, list | None]) -> Any:
     global _TRAJ_ENV
-    from ipr_lightning.envs.alfworld import AlfworldEnv, expert_trajectory
+    from ipr_lightning.envs.alfworld import AlfworldEnv, ExpertTooLong, expert_trajectory
 
     data_root, split, game_id, style, max_turns, example = args
     key = (Path(data_root), split, max_turns)
     if _TRAJ_ENV is None or (_TRAJ_ENV.data_root, _TRAJ_ENV.split, _TRAJ_ENV.max_turns) != key:
         _TRAJ_ENV = AlfworldEnv(*key, expert=True)  # one per (worker) process
-    return expert_trajectory(_TRAJ_ENV, game_id, style, example)
+    try:
+        return expert_trajectory(_TRAJ_ENV, game_id, style, example)
+    except ExpertTooLong:
+        return None  # reported by expert_trajectories
 
 
 def expert_trajectories(
@@ -354,14 +358,18 @@ def expert_trajectories(
     workers: int = 1,
     max_turns: int = 20,
     examples: dict[str, list] | None = None,
+    game_ids: Sequence[str] | None = None,
 ) -> list:
-    """The handcoded expert's trajectories (with rationales) for the split's games, in game-id
-    order, every action executed in the engine (see `alfworld.expert_trajectory`).
-    `examples` maps task types to in-context example turns placed before each task."""
+    """The handcoded expert's trajectories (with rationales) for the split's games (or the
+    given ones), in game-id order, every action executed in the engine (see
+    `alfworld.expert_trajectory`). `examples` maps task types to in-context example turns
+    placed before each task. Games the expert cannot win within `max_turns` are left out,
+    and the log says how many."""
     from ipr_lightning.envs.alfworld import AlfworldEnv
     from ipr_lightning.envs.alfworld_engine import task_type_of
 
-    ids = AlfworldEnv(data_root, split).task_ids()[:limit]
+    ids = list(game_ids) if game_ids is not None else AlfworldEnv(data_root, split).task_ids()
+    ids = ids[:limit]
     jobs = [
         (
             str(data_root),
@@ -373,10 +381,21 @@ def expert_trajectories(
         )
         for game_id in ids
     ]
-    return parallel_map(_trajectory, jobs, workers, progress, f"alfworld {split} expert")
+    trajs = parallel_map(_trajectory, jobs, workers, progress, f"alfworld {split} expert")
+    if None in trajs:
+        logging.getLogger("ipr_lightning").warning(
+            "ALFWorld %s: %d of %d games need more than max_turns=%d expert steps; they are "
+            "left out of the expert trajectories",
+            split,
+            trajs.count(None),
+            len(trajs),
+            max_turns,
+        )
+    return [t for t in trajs if t is not None]
 
 
 ALFWORLD_OWN_DEFAULT = Path("~/.cache/alfworld").expanduser()
+_WARNED: set[str] = set()
 
 
 def resolve_alfworld_data(
@@ -390,7 +409,6 @@ def resolve_alfworld_data(
     """The ALFWorld data root: `$ALFWORLD_DATA` when it holds the official data, else the
     generated-games cache for these sizes (generated on first use). Importing alfworld sets
     `ALFWORLD_DATA` to its own empty default `~/.cache/alfworld`; that value is ignored."""
-    import logging
 
     log = logging.getLogger("ipr_lightning")
     env = os.environ.get("ALFWORLD_DATA")
@@ -402,10 +420,12 @@ def resolve_alfworld_data(
         if root != ALFWORLD_OWN_DEFAULT:
             raise FileNotFoundError(f"ALFWORLD_DATA={env} has no json_2.1.1 folder")
     manifest = generate_games(None, n_train, n_seen, n_unseen, seed, workers, progress)
-    log.warning(
-        "ALFWorld: $ALFWORLD_DATA is not set, so GENERATED games are used (%s). Results on "
-        "them are NOT results on the official ALFWorld split (3553/140/134); set "
-        "ALFWORLD_DATA to the official data to report comparable numbers.",
-        manifest["out_dir"],
-    )
+    if manifest["out_dir"] not in _WARNED:  # once per run, not once per split
+        _WARNED.add(manifest["out_dir"])
+        log.warning(
+            "ALFWorld: $ALFWORLD_DATA is not set, so GENERATED games are used (%s). Results "
+            "on them are NOT results on the official ALFWorld split (3553/140/134); set "
+            "ALFWORLD_DATA to the official data to report comparable numbers.",
+            manifest["out_dir"],
+        )
     return Path(manifest["out_dir"])

@@ -13,7 +13,7 @@ from pathlib import Path
 from ipr_lightning.config import ConfigError, EnvConfig
 from ipr_lightning.data.records import Trajectory, Turn
 from ipr_lightning.envs.alfworld import AlfworldEnv
-from ipr_lightning.envs.alfworld_engine import SPLITS, require_alfworld, task_type_of
+from ipr_lightning.envs.alfworld_engine import SPLITS, TASK_TYPES, require_alfworld, task_type_of
 from ipr_lightning.envs.alfworld_games import expert_trajectories, resolve_alfworld_data
 from ipr_lightning.envs.build import EnvHandle
 
@@ -50,9 +50,15 @@ def build_alfworld(cfg: EnvConfig, split: str, progress: bool = True) -> EnvHand
         first = AlfworldEnv(root, split, cfg.max_turns)
     except FileNotFoundError as exc:
         raise ConfigError(f"ALFWorld data at {root}: {exc}") from None
-    task_ids = first.task_ids()
+    unknown = sorted(set(cfg.task_types) - set(TASK_TYPES))
+    if unknown:
+        raise ConfigError(f"env.task_types: unknown {unknown}; known: {list(TASK_TYPES)}")
+    task_ids = [
+        t for t in first.task_ids() if not cfg.task_types or task_type_of(t) in cfg.task_types
+    ]
     if not task_ids:
-        raise ConfigError(f"ALFWorld data at {root}: no playable games in split {split!r}")
+        kept = f" of types {cfg.task_types}" if cfg.task_types else ""
+        raise ConfigError(f"ALFWorld data at {root}: no playable games{kept} in split {split!r}")
     spare = [first]  # the env that listed the games serves the first episode
 
     def make_env() -> AlfworldEnv:
@@ -71,6 +77,7 @@ def build_alfworld(cfg: EnvConfig, split: str, progress: bool = True) -> EnvHand
         return expert_trajectories(
             root,
             split,
+            game_ids=task_ids,
             progress=progress,
             workers=cfg.workers,
             max_turns=cfg.max_turns,

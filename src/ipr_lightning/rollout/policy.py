@@ -2,15 +2,16 @@
 
 One interface for every consumer (evaluation, exploration, MC scoring, scripted tests).
 `HFPolicy` renders each history with the tokenizer's chat template (the same rendering as
-training), left-pads, and runs one batched `generate` per call (in chunks of `batch_size`);
-a named LoRA adapter is selected for the call, so explorer and scorer share one base model.
+training) and decodes all of a call's histories together (in chunks of `batch_size`),
+reusing the keys/values of earlier calls for the part of each history it has seen before
+(`rollout.kv`; `reuse_kv=False`: one plain HF `generate` per chunk). A named LoRA adapter is
+selected for the call, so explorer and scorer share one base model.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,8 @@ from transformers import (
 
 from ipr_lightning.data.records import Turn
 from ipr_lightning.data.render import render_text
+from ipr_lightning.models import inference_context
+from ipr_lightning.rollout.kv import PrefixCache, generate, supports
 
 # Agents must stop before inventing the environment's answer.
 STOP_MARKERS = ("\nObservation:", "\nObservation :")
@@ -122,6 +125,10 @@ class RowSampler(LogitsProcessor):
         self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return self.perturb(scores, range(len(self.generators)))
+
+    def perturb(self, scores: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
+        """Scores of the listed rows (indices into the seeds) made ready for argmax."""
         scores = scores.float() / self.temperature
         if self.top_p < 1.0:
             ordered, idx = scores.sort(dim=-1, descending=True)
@@ -129,8 +136,8 @@ class RowSampler(LogitsProcessor):
             scores = scores.masked_fill(outside.scatter(-1, idx, outside), float("-inf"))
         uniform = torch.stack(
             [
-                torch.rand(scores.shape[-1], generator=g, device=scores.device)
-                for g in self.generators
+                torch.rand(scores.shape[-1], generator=self.generators[r], device=scores.device)
+                for r in rows
             ]
         ).clamp_(1e-10, 1.0 - 1e-7)
         return scores - torch.log(-torch.log(uniform))
@@ -143,20 +150,19 @@ class HFPolicy(Policy):
         tokenizer: PreTrainedTokenizerBase,
         adapter: str | None = None,
         batch_size: int = 16,
+        reuse_kv: bool = True,
+        kv_cache_gb: float = 2.0,
     ) -> None:
         """`adapter`: the LoRA adapter to act with (None: the model as it is; for a peft model
-        that means its active adapter)."""
+        that means its active adapter). `reuse_kv`: keep up to `kv_cache_gb` of keys/values
+        between calls (models with sliding-window layers use plain HF `generate`); they are
+        only valid for the weights that computed them, so make a new policy (or
+        `cache.clear()`) after the weights change."""
         self.model, self.tokenizer = model, tokenizer
         self.adapter, self.batch_size = adapter, batch_size
-
-    def _adapter_context(self):  # noqa: ANN202
-        from peft import PeftModel
-
-        from ipr_lightning.models import reference_context
-
-        if self.adapter is not None and isinstance(self.model, PeftModel):
-            return reference_context(self.model, self.adapter)
-        return nullcontext()
+        self.cache = None
+        if reuse_kv and supports(model):
+            self.cache = PrefixCache(int(kv_cache_gb * 2**30))
 
     def act(
         self,
@@ -165,40 +171,79 @@ class HFPolicy(Policy):
         seeds: Sequence[int] | None = None,
     ) -> list[Generation]:
         prompts = [render_text(self.tokenizer, h, add_generation_prompt=True) for h in histories]
+        ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         if seeds is None:
             if sampling.seed is not None:
                 seeds = [sampling.seed * 1_000_003 + i for i in range(len(prompts))]
             else:
                 seeds = torch.randint(0, 2**62, (len(prompts),)).tolist()
         # Similar lengths share a chunk: less padding, same results (rows are independent).
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))
         results: list[Generation | None] = [None] * len(prompts)
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.no_grad(), self._adapter_context():
+            with inference_context(self.model, self.adapter):
                 for start in range(0, len(order), self.batch_size):
                     chunk = order[start : start + self.batch_size]
-                    gens = self._generate(
-                        [prompts[i] for i in chunk], sampling, [seeds[i] for i in chunk]
-                    )
+                    run = self._generate if self.cache is None else self._decode
+                    gens = run([ids[i] for i in chunk], sampling, [seeds[i] for i in chunk])
                     for i, gen in zip(chunk, gens, strict=True):
                         results[i] = gen
         finally:
             self.model.train(was_training)
         return [r for r in results if r is not None]
 
-    def _generate(
-        self, prompts: list[str], sampling: Sampling, seeds: list[int]
+    def _decode(
+        self, ids: list[list[int]], sampling: Sampling, seeds: list[int]
     ) -> list[Generation]:
         tok = self.tokenizer
-        side = tok.padding_side
-        tok.padding_side = "left"  # generation appends on the right: pad on the left
-        try:
-            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        finally:
-            tok.padding_side = side
         device = next(self.model.parameters()).device
+        sampler = None
+        if sampling.temperature > 0:
+            sampler = RowSampler(seeds, sampling.temperature, sampling.top_p, device)
+
+        def pick(logits: torch.Tensor, rows: list[int]) -> torch.Tensor:
+            return (logits if sampler is None else sampler.perturb(logits, rows)).argmax(-1)
+
+        def stop(row: int, generated: list[int]) -> bool:
+            text = tok.decode(generated, skip_special_tokens=True)
+            return any(m in text for m in STOP_MARKERS) or bool(
+                sampling.stop_after_action_line and ACTION_LINE_RE.search(text)
+            )
+
+        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        eos = tok.eos_token_id
+        decoded = generate(
+            model,
+            ids,
+            self.cache,
+            max_new_tokens=sampling.max_new_tokens,
+            pad_id=tok.pad_token_id,
+            eos_ids=set(eos if isinstance(eos, list) else [eos]),
+            pick=pick,
+            stop=stop,
+        )
+        return [
+            Generation(
+                cut_at_stop(
+                    tok.decode(d.tokens, skip_special_tokens=True), sampling.stop_after_action_line
+                ),
+                len(d.tokens) - d.eos,
+            )
+            for d in decoded
+        ]
+
+    def _generate(
+        self, ids: list[list[int]], sampling: Sampling, seeds: list[int]
+    ) -> list[Generation]:
+        tok = self.tokenizer
+        device = next(self.model.parameters()).device
+        width = max(map(len, ids))  # generation appends on the right: pad on the left
+        enc = {
+            "input_ids": torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in ids]),
+            "attention_mask": torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids]),
+        }
         enc = {k: v.to(device) for k, v in enc.items()}
         stops = StoppingCriteriaList()
         if sampling.stop_after_action_line:
