@@ -183,16 +183,20 @@ def _prefill(
         new[r, n_new - m :] = row[n:]
         positions[r, n_new - m :] = torch.arange(n, len(row))
     kv_cache = DynamicCache(config=model.config)
-    kv_cache.layers = [_Preallocated(n_past + n_new) for _ in kv_cache.layers]
-    if n_past:  # the cached prefixes, right-aligned before the new tokens
+    if n_past:  # the cached prefixes, right-aligned before the new tokens, written in place
         template = next(kv for kv, _ in found if kv is not None)
-        for layer, (k0, _) in enumerate(template):
-            keys, values = [], []
-            for kv, n in found:
-                pad = k0.new_zeros(k0.shape[0], n_past - n, k0.shape[2])
-                keys.append(pad if kv is None else torch.cat([pad, kv[layer][0][:, :n]], 1))
-                values.append(pad if kv is None else torch.cat([pad, kv[layer][1][:, :n]], 1))
-            kv_cache.update(torch.stack(keys), torch.stack(values), layer)
+        layers = []
+        for layer, (k0, v0) in enumerate(template):
+            k_buf = k0.new_zeros(len(rows), k0.shape[0], n_past + n_new, k0.shape[2])
+            v_buf = v0.new_zeros(len(rows), v0.shape[0], n_past + n_new, v0.shape[2])
+            for r, (kv, n) in enumerate(found):
+                if kv is not None:
+                    k_buf[r, :, n_past - n : n_past] = kv[layer][0][:, :n]
+                    v_buf[r, :, n_past - n : n_past] = kv[layer][1][:, :n]
+            layers.append(_Preallocated.holding(k_buf, v_buf, n_past))
+        kv_cache.layers = layers
+    else:
+        kv_cache.layers = [_Preallocated(n_new) for _ in kv_cache.layers]
     out = model(
         input_ids=new.to(device),
         attention_mask=mask.to(device),

@@ -180,18 +180,13 @@ class HFPolicy(Policy):
         # Similar lengths share a chunk: less padding, same results (rows are independent).
         order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))
         results: list[Generation | None] = [None] * len(prompts)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with inference_context(self.model, self.adapter):
-                for start in range(0, len(order), self.batch_size):
-                    chunk = order[start : start + self.batch_size]
-                    run = self._generate if self.cache is None else self._decode
-                    gens = run([ids[i] for i in chunk], sampling, [seeds[i] for i in chunk])
-                    for i, gen in zip(chunk, gens, strict=True):
-                        results[i] = gen
-        finally:
-            self.model.train(was_training)
+        run = self._generate if self.cache is None else self._decode
+        with inference_context(self.model, self.adapter):  # eval mode, modes restored after
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                gens = run([ids[i] for i in chunk], sampling, [seeds[i] for i in chunk])
+                for i, gen in zip(chunk, gens, strict=True):
+                    results[i] = gen
         return [r for r in results if r is not None]
 
     def _decode(
