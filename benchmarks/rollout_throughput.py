@@ -66,9 +66,7 @@ def main() -> None:
         env_cfg.n_valid_unseen = args.episodes
     handle = build_env(env_cfg, "valid_unseen")
     specs = [EpisodeSpec(t) for t in handle.task_ids[: args.episodes]]
-    sampling = Sampling(
-        max_new_tokens=args.max_new_tokens, stop_after_action_line=handle.single_line_actions
-    )
+    sampling = Sampling(max_new_tokens=args.max_new_tokens, action_end=handle.action_end)
 
     def lockstep(policy: HFPolicy, subset: list[EpisodeSpec], live: int) -> list[Episode]:
         return run_episodes(

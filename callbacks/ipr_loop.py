@@ -163,7 +163,7 @@ class IPRLoop(L.Callback):
             temperature=e.temperature,
             max_new_tokens=e.max_new_tokens,
             seed=self.cfg.seed,
-            stop_after_action_line=self.eval_handle.single_line_actions,
+            action_end=self.eval_handle.action_end,
         )
         report, _ = evaluate(
             self.eval_handle,

@@ -1,8 +1,12 @@
-"""Shared test fixtures: the tiny random Llama and the embedded SmolLM2, built once per session."""
+"""Shared test fixtures, built once per session: the tiny random Llama, the embedded SmolLM2,
+and a private MariaDB with InterCode's Spider databases."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+from collections.abc import Iterator
+from typing import NoReturn
 
 import pytest
 
@@ -35,3 +39,34 @@ def smollm2_cfg(tmp_path_factory: pytest.TempPathFactory) -> ModelConfig:
     cfg = ModelConfig(name_or_path=EMBEDDED_SMOLLM2, cache_dir=str(cache))
     resolve_model_path(cfg)
     return cfg
+
+
+REQUIRE_MARIADB = os.environ.get("IPR_REQUIRE_MARIADB") == "1"
+MARIADB_TIMEOUT = 1.0  # statement timeout of the test server, seconds
+
+
+def mariadb_unavailable(reason: str) -> NoReturn:
+    """Skip, or fail where CI asks for MariaDB (IPR_REQUIRE_MARIADB=1)."""
+    if REQUIRE_MARIADB:
+        pytest.fail(f"{reason} (IPR_REQUIRE_MARIADB=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def mariadb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """A private MariaDB (loopback, random port) with the Spider databases and a read-only
+    user; statements of that user are cut after MARIADB_TIMEOUT s. Skips without MariaDB
+    (`apt-get install -y mariadb-server`) or intercode-bench."""
+    from ipr_lightning.envs.sql_dump import default_dump_path
+    from ipr_lightning.envs.sql_server import find_mariadb, start_server, stop_server
+
+    try:
+        find_mariadb()
+        dump = default_dump_path()
+    except (RuntimeError, FileNotFoundError) as exc:
+        mariadb_unavailable(str(exc))
+    datadir = tmp_path_factory.mktemp("mariadb")
+    try:
+        yield start_server(datadir, dump, statement_timeout=MARIADB_TIMEOUT)
+    finally:
+        stop_server(datadir)

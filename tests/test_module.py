@@ -223,3 +223,13 @@ def test_frozen_adapters_come_back_from_a_checkpoint(tiny_model_cfg):
     fresh.load_state_dict(ckpt["state_dict"], strict=False)
     sft = {n: p for n, p in fresh.model.named_parameters() if ".sft." in n and "lora_B" in n}
     assert sft and all(torch.all(p == 0.5) and not p.requires_grad for p in sft.values())
+
+
+def test_an_iteration_without_pairs_gives_an_empty_loader(tokenizer, tmp_path):
+    """Exploration can produce no pairs (every explored step ties the expert): the phase's
+    loader must be empty, not an error (it was: RandomSampler refuses 0 samples)."""
+    write_pairs(tmp_path / "pairs.json", [])
+    data = IPRDataModule(DataConfig(batch_size=4, val_fraction=0.0))
+    data.connect(tokenizer)
+    data.use_pairs(tmp_path / "pairs.json")
+    assert len(data.train_dataloader()) == 0

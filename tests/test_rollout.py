@@ -16,7 +16,13 @@ from ipr_lightning.envs.build import build_env
 from ipr_lightning.envs.toy import RECEPTACLES, expert_actions
 from ipr_lightning.rollout.engine import EpisodeSpec, run_episodes
 from ipr_lightning.rollout.evaluate import evaluate
-from ipr_lightning.rollout.policy import HFPolicy, Sampling, ScriptedPolicy, cut_at_stop
+from ipr_lightning.rollout.policy import (
+    ACTION_LINE_RE,
+    HFPolicy,
+    Sampling,
+    ScriptedPolicy,
+    cut_at_stop,
+)
 
 
 @pytest.mark.parametrize(
@@ -142,7 +148,7 @@ def test_hf_policy_batched_greedy_equals_one_at_a_time(tiny_model_cfg):
 
 def test_cut_at_stop():
     assert cut_at_stop("Thought: a\nAction: b\nObservation: invented") == "Thought: a\nAction: b"
-    assert cut_at_stop("Thought: a\nAction: go to x\nCommands: y", after_action_line=True) == (
+    assert cut_at_stop("Thought: a\nAction: go to x\nCommands: y", ACTION_LINE_RE) == (
         "Thought: a\nAction: go to x"
     )
     assert cut_at_stop("Thought: a\nAction: go to x\nmore") == "Thought: a\nAction: go to x\nmore"

@@ -187,14 +187,14 @@ def phase_table(rows: list[dict], split: str) -> str:
         return "-" if x is None else format(x, f)
 
     lines = [
-        f"  {'phase':12}{'success':>9}{'explore s':>11}{'train s':>9}"
+        f"  {'phase':12}{'success':>9}{'reward':>8}{'explore s':>11}{'train s':>9}"
         f"{'pairs out/step':>16}{'gen tokens':>12}   ({split})"
     ]
     for r in rows:
         e = r.get("explore", {})
         pairs = f"{e['pairs/outcome']}/{e['pairs/step']}" if e else "-"
         lines.append(
-            f"  {r['phase']:12}{cell(r.get('success_rate')):>9}"
+            f"  {r['phase']:12}{cell(r.get('success_rate')):>9}{cell(r.get('avg_reward')):>8}"
             f"{cell(e.get('explore/wall_seconds'), '.1f'):>11}"
             f"{cell(r['train_seconds'], '.1f'):>9}{pairs:>16}"
             f"{e.get('explore/generated_tokens', '-'):>12}"
@@ -225,6 +225,11 @@ def env_expert_trajectories(cfg: RunConfig) -> list[Trajectory]:
         return read_trajectories(path)
     log.info("playing the %s expert on the %s split", cfg.env.name, cfg.env.train_split)
     trajectories = build_env(cfg.env, cfg.env.train_split).expert()
+    if not trajectories:
+        raise ConfigError(
+            f"the {cfg.env.name} expert solved none of the {cfg.env.train_split} tasks within "
+            f"env.max_turns={cfg.env.max_turns} (see the warnings above): no SFT data"
+        )
     write_trajectories(path, trajectories)
     return trajectories
 

@@ -23,7 +23,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 QUANTIZATIONS = ("none", "nf4")
 NLL_REDUCTIONS = ("sum", "mean")
 NLL_ON = ("all_chosen", "outcome_chosen")
-ENV_NAMES = ("toy", "alfworld")
+ENV_NAMES = ("toy", "alfworld", "intercode_sql")
+SQL_BACKENDS = ("sqlite", "mysql")
 
 
 class ConfigError(ValueError):
@@ -190,9 +191,56 @@ class WandbConfig:
 
 
 @dataclass
+class SqlConfig:
+    task_file: str | None = "embedded:intercode"
+    """InterCode task file (JSON `[{"db", "gold", "query", "hardness"}]` or CSV
+    `query,gold,db`); `embedded:intercode`: the 23 questions shipped in intercode-bench."""
+    backend: str = "sqlite"
+    """`sqlite` (the dump's databases converted once into read-only SQLite files, cached) or
+    `mysql` (a MariaDB/MySQL server holding them, as InterCode uses)."""
+    dump: str | None = None
+    """MySQL dump with the databases, for the SQLite copy; unset: intercode-bench's Spider-dev
+    dump (20 databases)."""
+    server_dir: str | None = None
+    """Data folder of a server started by `ipr-data sql server start --dir D`: host, port, user
+    and password are read from it (then the four keys below are not needed)."""
+    host: str = "127.0.0.1"
+    """MariaDB/MySQL host (backend=mysql without server_dir)."""
+    port: int = 3307
+    """MariaDB/MySQL port."""
+    user: str = "ipr_reader"
+    """A read-only user of the server (SELECT on the task databases only)."""
+    password_env: str = "IPR_SQL_PASSWORD"
+    """Environment variable holding that user's password (never stored in config.yaml)."""
+    test_size: int = 200
+    """Questions in the test split (paper: 200); the rest is train. `all` is every question."""
+    split_seed: int = 0
+    """Seed of the train/test split."""
+    timeout_s: float = 5.0
+    """Statement time limit for agent and gold queries."""
+    max_result_rows: int = 10_000
+    """Results with more rows are refused with an error observation."""
+    observation_rows: int = 30
+    """Result rows shown in an observation (the full result still scores)."""
+    observation_chars: int = 2000
+    """Characters of result shown in an observation (paper's code: 350, cut mid-row)."""
+
+    def __post_init__(self) -> None:
+        if self.backend not in SQL_BACKENDS:
+            raise ConfigError(
+                f"env.sql.backend must be one of {SQL_BACKENDS}, got {self.backend!r}"
+            )
+        if self.timeout_s <= 0 or self.max_result_rows < 1 or self.observation_rows < 1:
+            raise ConfigError(
+                "env.sql.timeout_s, max_result_rows and observation_rows must be positive"
+            )
+
+
+@dataclass
 class EnvConfig:
     name: str = "toy"
-    """Environment: `toy` (the deterministic toy household) or `alfworld` (the real engine)."""
+    """Environment: `toy` (the deterministic toy household), `alfworld` (the real engine) or
+    `intercode_sql` (InterCode-SQL on the Spider databases; settings under `env.sql`)."""
     data_dir: str | None = None
     """ALFWorld data root holding json_2.1.1/; unset: $ALFWORLD_DATA, else generated games."""
     train_split: str = "train"
@@ -215,6 +263,8 @@ class EnvConfig:
     """Seed of the generated games."""
     workers: int = 2
     """Processes for generating games and playing the expert (not for the model)."""
+    sql: SqlConfig = field(default_factory=SqlConfig)
+    """InterCode-SQL tasks, database backend and limits (env.name=intercode_sql)."""
 
     def __post_init__(self) -> None:
         if self.name not in ENV_NAMES:
@@ -230,7 +280,7 @@ class EnvConfig:
 @dataclass
 class EvalConfig:
     split: str = "valid_unseen"
-    """Held-out split to evaluate on (valid_seen or valid_unseen)."""
+    """Held-out split to evaluate on (valid_seen or valid_unseen; InterCode-SQL: test)."""
     max_episodes: int = 0
     """Evaluate at most this many tasks of the split (0: all)."""
     max_live: int = 32

@@ -1,9 +1,12 @@
-"""`ipr-data`: build and inspect task data. ALFWorld only for now.
+"""`ipr-data`: build and inspect task data (ALFWorld, InterCode-SQL).
 
     ipr-data alfworld generate [--out DIR] [--train 2000 --seen 140 --unseen 134 --seed 0
                                 --workers 2]          # offline games in the official layout
     ipr-data alfworld trajectories --data DIR --split train --out FILE.json [--workers 2]
     ipr-data alfworld stats --data DIR [--tokenizer embedded:smollm2-135m-instruct]
+    ipr-data sql server start --dir DIR [--port 3307] [--timeout 5]  # a private MariaDB
+    ipr-data sql server stop --dir DIR                 # (also: info)
+    ipr-data sql stats [--tasks FILE] [--test-size 200]  # questions per split and hardness
 
 Without --data, `$ALFWORLD_DATA` (the official data) is used when set, else the generated
 games (generated on first use; their results are NOT on the official split). User mistakes
@@ -99,7 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
             help="data root holding json_2.1.1/ (default: "
             "$ALFWORLD_DATA, else the generated games)",
         )
+    add_sql_parser(tasks)
     return parser
+
+
+def add_sql_parser(tasks: Any) -> None:
+    sql = tasks.add_parser("sql", help="InterCode-SQL: a private MariaDB server, task stats")
+    cmds = sql.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    server = cmds.add_parser("server", help="start/stop/show a local MariaDB with the databases")
+    server.add_argument("action", choices=("start", "stop", "info"))
+    server.add_argument("--dir", required=True, help="data folder of the server")
+    server.add_argument("--dump", help="MySQL dump to load (default: intercode-bench's)")
+    server.add_argument("--port", type=_count, default=3307, help="0: any free port")
+    server.add_argument("--timeout", type=float, default=5.0, help="statement limit, seconds")
+    stats = cmds.add_parser("stats", help="questions per split and hardness")
+    stats.add_argument("--tasks", default="embedded:intercode", help="InterCode task file")
+    stats.add_argument("--test-size", type=_positive, default=200)
+    stats.add_argument("--seed", type=int, default=0)
 
 
 def _data_root(args: argparse.Namespace) -> Path:
@@ -217,14 +236,60 @@ def _tokens(tokenizer: Any, turns: list) -> int:
     return len(render_conversation(tokenizer, turns, max_length=10**9).input_ids)
 
 
-COMMANDS = {"generate": cmd_generate, "trajectories": cmd_trajectories, "stats": cmd_stats}
+def cmd_sql_server(args: argparse.Namespace) -> None:
+    from ipr_lightning.envs.sql_dump import default_dump_path
+    from ipr_lightning.envs.sql_server import server_info, start_server, stop_server
+
+    datadir = Path(args.dir).expanduser()
+    if args.action == "stop":
+        print("stopped" if stop_server(datadir) else f"no server running in {datadir}")
+        return
+    if args.action == "start":
+        dump = Path(args.dump) if args.dump else default_dump_path()
+        try:
+            start_server(datadir, dump, args.port, statement_timeout=args.timeout)
+        except RuntimeError as exc:
+            raise UserError(str(exc)) from None
+    info = server_info(datadir)
+    if info is None:
+        raise UserError(f"no server running in {datadir}")
+    print(
+        f"MariaDB on {info.host}:{info.port}, read-only user {info.user}, "
+        f"{len(info.databases)} databases\n"
+        f"use it: env.sql.backend=mysql env.sql.server_dir={datadir}"
+    )
+
+
+def cmd_sql_stats(args: argparse.Namespace) -> None:
+    from ipr_lightning.config import SqlConfig
+    from ipr_lightning.envs.sql_handle import sql_tasks
+    from ipr_lightning.envs.sql_tasks import split_tasks
+
+    try:
+        splits = split_tasks(sql_tasks(SqlConfig(task_file=args.tasks)), args.test_size, args.seed)
+    except ValueError as exc:
+        raise UserError(f"--test-size: {exc}") from None
+    levels = sorted({t.hardness for t in splits["all"]})
+    print(f"{'split':8}{'tasks':>7}{'databases':>11}" + "".join(f"{h:>10}" for h in levels))
+    for name, tasks in splits.items():
+        counts = "".join(f"{sum(t.hardness == h for t in tasks):>10}" for h in levels)
+        print(f"{name:8}{len(tasks):>7}{len({t.db for t in tasks}):>11}{counts}")
+
+
+COMMANDS = {
+    ("alfworld", "generate"): cmd_generate,
+    ("alfworld", "trajectories"): cmd_trajectories,
+    ("alfworld", "stats"): cmd_stats,
+    ("sql", "server"): cmd_sql_server,
+    ("sql", "stats"): cmd_sql_stats,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        COMMANDS[args.command](args)
+        COMMANDS[args.task, args.command](args)
     except (UserError, ConfigError, FileNotFoundError, FileExistsError, ImportError) as exc:
         print(f"ipr-data: error: {exc}", file=sys.stderr)  # ImportError: alfworld missing
         return 2

@@ -89,7 +89,7 @@ def run_eval(cfg: RunConfig, adapter: Path | None, out: Path) -> EvalReport:
         temperature=e.temperature,
         max_new_tokens=e.max_new_tokens,
         seed=cfg.seed,
-        stop_after_action_line=handle.single_line_actions,
+        action_end=handle.action_end,
     )
     report, _ = evaluate(
         handle, policy, sampling, max_episodes=e.max_episodes, max_live=e.max_live, out_dir=out

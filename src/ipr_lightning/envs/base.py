@@ -26,6 +26,8 @@ from typing import Any
 from ipr_lightning.data.records import Turn
 
 ACTION_RE = re.compile(r"^\s*Action\s*:\s?", re.MULTILINE | re.IGNORECASE)
+# A finished one-line action: the `Action: ...` line and its newline (ALFWorld, the toy env).
+ACTION_LINE_RE = re.compile(r"^[ \t]*Action[ \t]*:[^\n]*\S[^\n]*\n", re.MULTILINE | re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,9 @@ class TextEnv(ABC):
         if parsed.action is None:
             return None
         return parsed.action.splitlines()[0].strip() or None
+
+    def close(self) -> None:  # noqa: B027 - most envs hold nothing to release
+        """Release what the env holds (connections, processes); reset() may follow."""
 
     def format_observation(self, obs: str) -> str:
         """How a step's observation appears as the next user turn."""

@@ -7,12 +7,13 @@ split's expert trajectories. A plain if/else over the few environments — no re
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ipr_lightning.config import ConfigError, EnvConfig
 from ipr_lightning.data.records import Trajectory, Turn
-from ipr_lightning.envs.base import TextEnv, build_prompt
+from ipr_lightning.envs.base import ACTION_LINE_RE, TextEnv, build_prompt
 
 TOY_SPLIT_SEEDS = {"train": 0, "valid_seen": 1, "valid_unseen": 2}
 
@@ -27,8 +28,10 @@ class EnvHandle:
     """Expert trajectories of this split (played in the env; may take a while)."""
     example_for: Callable[[str], list[Turn] | None] = lambda task_id: None
     """In-context example turns (task, actions, observations) for a task, when configured."""
-    single_line_actions: bool = True
-    """The env reads one line after `Action:` (generation may stop at its end)."""
+    action_end: re.Pattern[str] | None = ACTION_LINE_RE
+    """What a complete action looks like: generation stops there (see `Sampling`)."""
+    group_of: Callable[[str], str] | None = None
+    """A task's group for per-group reports (InterCode-SQL: the question's hardness)."""
 
     def build_start(self, env: TextEnv, obs: str) -> list[Turn]:
         return build_prompt(env.instruction, obs, self.example_for(env.task_id))
@@ -81,4 +84,8 @@ def build_env(cfg: EnvConfig, split: str) -> EnvHandle:
         from ipr_lightning.envs.alfworld_handle import build_alfworld
 
         return build_alfworld(cfg, split)
+    if cfg.name == "intercode_sql":
+        from ipr_lightning.envs.sql_handle import build_intercode_sql
+
+        return build_intercode_sql(cfg, split)
     raise ConfigError(f"env.name: unknown environment {cfg.name!r}")

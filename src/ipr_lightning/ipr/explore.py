@@ -137,7 +137,7 @@ class Exploration:
             temperature=self.s.mc_temperature,
             max_new_tokens=self.s.max_new_tokens,
             seed=self.s.seed,
-            stop_after_action_line=self.handle.single_line_actions,
+            action_end=self.handle.action_end,
         )
 
     def _mc_values(
@@ -176,7 +176,7 @@ class Exploration:
         greedy = Sampling(
             temperature=0.0,
             max_new_tokens=self.s.max_new_tokens,
-            stop_after_action_line=self.handle.single_line_actions,
+            action_end=self.handle.action_end,
         )
         done = self._run(specs, explorer, greedy, f"explore it{iteration}")
         return {(key[2], key[3]): ep for key, ep in done.items()}

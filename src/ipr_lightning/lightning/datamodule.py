@@ -104,7 +104,7 @@ class IPRDataModule(L.LightningDataModule):
         return DataLoader(
             self.train_data,
             batch_size=self.cfg.batch_size,
-            shuffle=True,
+            shuffle=len(self.train_data) > 0,  # an iteration without pairs: zero batches
             collate_fn=self._collator(),
             num_workers=self.cfg.num_workers,
         )

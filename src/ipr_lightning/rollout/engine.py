@@ -131,29 +131,35 @@ def run_episodes(
         if on_done is not None:
             on_done(item.episode)
 
-    while queue or live:
-        while queue and pool:
-            index, spec = queue.pop()
-            item = _Live(pool.pop(), spec, build_start)
-            if item.done:  # the forced prefix already ended it
-                finish(index, item)
-            else:
-                live.append((index, item))
-        if not live:
-            continue
-        seeds = None
-        if sampling.temperature > 0 and sampling.seed is not None:
-            seeds = [turn_seed(sampling.seed, item.spec, item.episode.actions) for _, item in live]
-        gens = policy.act([item.episode.turns for _, item in live], sampling, seeds)
-        actions += len(gens)
-        bar.set_postfix(live=len(live), actions=actions)  # feedback between completions
-        still = []
-        for (index, item), gen in zip(live, gens, strict=True):
-            item.apply(gen.text, tokens=gen.tokens)
-            if item.done:
-                finish(index, item)
-            else:
-                still.append((index, item))
-        live = still
-    bar.close()
+    try:
+        while queue or live:
+            while queue and pool:
+                index, spec = queue.pop()
+                item = _Live(pool.pop(), spec, build_start)
+                if item.done:  # the forced prefix already ended it
+                    finish(index, item)
+                else:
+                    live.append((index, item))
+            if not live:
+                continue
+            seeds = None
+            if sampling.temperature > 0 and sampling.seed is not None:
+                seeds = [
+                    turn_seed(sampling.seed, item.spec, item.episode.actions) for _, item in live
+                ]
+            gens = policy.act([item.episode.turns for _, item in live], sampling, seeds)
+            actions += len(gens)
+            bar.set_postfix(live=len(live), actions=actions)  # feedback between completions
+            still = []
+            for (index, item), gen in zip(live, gens, strict=True):
+                item.apply(gen.text, tokens=gen.tokens)
+                if item.done:
+                    finish(index, item)
+                else:
+                    still.append((index, item))
+            live = still
+    finally:  # connections, processes
+        bar.close()
+        for env in pool + [item.env for _, item in live]:
+            env.close()
     return [r for r in results if r is not None]

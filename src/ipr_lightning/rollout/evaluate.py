@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ipr_lightning.data.io import turns_to_json
@@ -29,8 +29,15 @@ class EvalReport:
     malformed_rate: float
     generated_tokens: int
     wall_seconds: float
+    by_group: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per task group (InterCode-SQL: hardness): episodes, success rate, average reward."""
 
     def table(self) -> str:
+        groups = "".join(
+            f"\n  {name:<14} {g['episodes']:.0f} episodes, success {g['success_rate']:.3f}, "
+            f"avg reward {g['avg_reward']:.3f}"
+            for name, g in self.by_group.items()
+        )
         return (
             f"  episodes       {self.episodes}\n"
             f"  success rate   {self.success_rate:.3f}\n"
@@ -39,7 +46,7 @@ class EvalReport:
             f"  invalid rate   {self.invalid_rate:.3f} "
             f"(malformed output {self.malformed_rate:.3f})\n"
             f"  tokens         {self.generated_tokens} generated in "
-            f"{self.wall_seconds:.1f} s"
+            f"{self.wall_seconds:.1f} s" + groups
         )
 
 
@@ -47,8 +54,15 @@ def success(ep: Episode) -> bool:
     return ep.terminated and ep.reward >= 1.0
 
 
-def summarise(episodes: Sequence[Episode], wall_seconds: float) -> EvalReport:
+def summarise(
+    episodes: Sequence[Episode],
+    wall_seconds: float,
+    group_of: Callable[[str], str] | None = None,
+) -> EvalReport:
     n = max(1, len(episodes))
+    groups: dict[str, list[Episode]] = {}
+    for ep in episodes if group_of is not None else ():
+        groups.setdefault(group_of(ep.task_id), []).append(ep)
     actions = max(1, sum(ep.policy_actions for ep in episodes))
     return EvalReport(
         episodes=len(episodes),
@@ -59,6 +73,14 @@ def summarise(episodes: Sequence[Episode], wall_seconds: float) -> EvalReport:
         malformed_rate=sum(ep.malformed for ep in episodes) / actions,
         generated_tokens=sum(ep.generated_tokens for ep in episodes),
         wall_seconds=wall_seconds,
+        by_group={
+            name: {
+                "episodes": len(eps),
+                "success_rate": sum(map(success, eps)) / len(eps),
+                "avg_reward": sum(ep.reward for ep in eps) / len(eps),
+            }
+            for name, eps in sorted(groups.items())
+        },
     )
 
 
@@ -100,7 +122,7 @@ def evaluate(
         progress=progress,
         desc=f"eval {handle.split}",
     )
-    report = summarise(episodes, time.perf_counter() - start)
+    report = summarise(episodes, time.perf_counter() - start, handle.group_of)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

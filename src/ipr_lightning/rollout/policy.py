@@ -25,13 +25,12 @@ from transformers import (
 
 from ipr_lightning.data.records import Turn
 from ipr_lightning.data.render import render_text
+from ipr_lightning.envs.base import ACTION_LINE_RE
 from ipr_lightning.models import inference_context
 from ipr_lightning.rollout.kv import PrefixCache, generate, supports
 
 # Agents must stop before inventing the environment's answer.
 STOP_MARKERS = ("\nObservation:", "\nObservation :")
-# A finished one-line action: the `Action: ...` line and its newline.
-ACTION_LINE_RE = re.compile(r"^[ \t]*Action[ \t]*:[^\n]*\S[^\n]*\n", re.MULTILINE | re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -42,9 +41,11 @@ class Sampling:
     max_new_tokens: int = 128
     seed: int | None = None
     """Seeds the rows of this call that get no seed of their own; None = torch's global RNG."""
-    stop_after_action_line: bool = True
-    """Stop a row once its `Action: ...` line is complete (one-line actions: ALFWorld, the
-    toy env). The env reads only that line, so tokens after it would be wasted."""
+    action_end: re.Pattern[str] | None = ACTION_LINE_RE
+    """Stop a row once this matches its text, and cut the text after the match: the env
+    reads nothing after a complete action, so tokens after it would be wasted. The env
+    handle says what a complete action is (one line; a closed SQL code block); None: stop
+    only at EOS, an invented `Observation:` or `max_new_tokens`."""
 
 
 @dataclass(frozen=True)
@@ -85,21 +86,23 @@ class ScriptedPolicy(Policy):
         return [Generation(o, len(o.split())) for o in outs]
 
 
-def cut_at_stop(text: str, after_action_line: bool = False) -> str:
-    """Drop anything from an invented `Observation:` on (and, if asked, after the first
-    complete action line), and surrounding whitespace."""
+def cut_at_stop(text: str, action_end: re.Pattern[str] | None = None) -> str:
+    """Drop anything from an invented `Observation:` on (and, if given, after the first
+    complete action), and surrounding whitespace."""
     for marker in STOP_MARKERS:
         text = text.split(marker, 1)[0]
-    if after_action_line and (m := ACTION_LINE_RE.search(text)):
+    if action_end is not None and (m := action_end.search(text)):
         text = text[: m.end()]
     return text.strip()
 
 
-class ActionLineStop(StoppingCriteria):
-    """Per row: done once the generated text holds a complete `Action:` line."""
+class ActionEndStop(StoppingCriteria):
+    """Per row: done once the generated text holds a complete action."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_length: int) -> None:
-        self.tokenizer, self.prompt_length = tokenizer, prompt_length
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, prompt_length: int, action_end: re.Pattern[str]
+    ) -> None:
+        self.tokenizer, self.prompt_length, self.action_end = tokenizer, prompt_length, action_end
 
     def __call__(
         self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object
@@ -107,7 +110,7 @@ class ActionLineStop(StoppingCriteria):
         texts = self.tokenizer.batch_decode(
             input_ids[:, self.prompt_length :], skip_special_tokens=True
         )
-        done = [ACTION_LINE_RE.search(t) is not None for t in texts]
+        done = [self.action_end.search(t) is not None for t in texts]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
@@ -204,7 +207,7 @@ class HFPolicy(Policy):
         def stop(row: int, generated: list[int]) -> bool:
             text = tok.decode(generated, skip_special_tokens=True)
             return any(m in text for m in STOP_MARKERS) or bool(
-                sampling.stop_after_action_line and ACTION_LINE_RE.search(text)
+                sampling.action_end and sampling.action_end.search(text)
             )
 
         model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
@@ -221,9 +224,7 @@ class HFPolicy(Policy):
         )
         return [
             Generation(
-                cut_at_stop(
-                    tok.decode(d.tokens, skip_special_tokens=True), sampling.stop_after_action_line
-                ),
+                cut_at_stop(tok.decode(d.tokens, skip_special_tokens=True), sampling.action_end),
                 len(d.tokens) - d.eos,
             )
             for d in decoded
@@ -241,8 +242,8 @@ class HFPolicy(Policy):
         }
         enc = {k: v.to(device) for k, v in enc.items()}
         stops = StoppingCriteriaList()
-        if sampling.stop_after_action_line:
-            stops.append(ActionLineStop(tok, enc["input_ids"].shape[1]))
+        if sampling.action_end is not None:
+            stops.append(ActionEndStop(tok, enc["input_ids"].shape[1], sampling.action_end))
         processors = LogitsProcessorList()
         if sampling.temperature > 0:  # sampled through per-row generators, decoded greedily
             processors.append(RowSampler(seeds, sampling.temperature, sampling.top_p, device))
@@ -265,5 +266,5 @@ class HFPolicy(Policy):
         for row in new:
             n = int((row != tok.pad_token_id).sum())
             text = tok.decode(row, skip_special_tokens=True)
-            gens.append(Generation(cut_at_stop(text, sampling.stop_after_action_line), n))
+            gens.append(Generation(cut_at_stop(text, sampling.action_end), n))
         return gens

@@ -1,0 +1,165 @@
+"""`build_intercode_sql(cfg.env, split)`: the InterCode-SQL `EnvHandle` (see `envs/build.py`).
+
+Backend (`env.sql.backend`): `sqlite` converts the dump (`env.sql.dump`, default the one in
+intercode-bench) once into `~/.cache/ipr_lightning/intercode_sql/` (XDG_CACHE_HOME honoured);
+`mysql` connects to a server: the one `ipr-data sql server start --dir D` runs when
+`env.sql.server_dir=D`, else `env.sql.host/port/user` with the password from the variable
+named by `env.sql.password_env`.
+
+Splits: `train` / `test` (`env.sql.test_size` questions, paper 200) / `all`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from ipr_lightning.config import ConfigError, EnvConfig, SqlConfig
+from ipr_lightning.data.records import Trajectory, Turn
+from ipr_lightning.envs.build import EnvHandle, example_turns
+from ipr_lightning.envs.intercode_sql import SQL_ACTION_END, IntercodeSqlEnv, SqlBackend, SqlTask
+from ipr_lightning.envs.sql_backends import MySQLBackend, ServerAddress, SqliteBackend, SqlLimits
+from ipr_lightning.envs.sql_reward import Row
+from ipr_lightning.envs.sql_tasks import (
+    SPLITS,
+    expert_trajectory,
+    load_tasks,
+    shipped_tasks,
+    split_tasks,
+)
+
+EMBEDDED_TASKS = "embedded:intercode"
+log = logging.getLogger("ipr_lightning")
+
+
+def sql_cache_dir() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "ipr_lightning" / "intercode_sql"
+
+
+def sql_backend(cfg: SqlConfig) -> SqlBackend:
+    """The configured database backend (converting the dump for SQLite on first use)."""
+    from ipr_lightning.envs.sql_dump import default_dump_path, sqlite_databases
+
+    limits = SqlLimits(cfg.timeout_s, cfg.max_result_rows)
+    if cfg.backend == "sqlite":
+        try:
+            dump = Path(cfg.dump).expanduser() if cfg.dump else default_dump_path()
+            if not dump.is_file():
+                raise FileNotFoundError(f"env.sql.dump: no such file {dump}")
+            return SqliteBackend(sqlite_databases(dump, sql_cache_dir()), limits)
+        except (FileNotFoundError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
+    if cfg.server_dir:
+        from ipr_lightning.envs.sql_server import server_info
+
+        info = server_info(Path(cfg.server_dir).expanduser())
+        if info is None:
+            raise ConfigError(
+                f"env.sql.server_dir: no running server in {cfg.server_dir} "
+                f"(start one: ipr-data sql server start --dir {cfg.server_dir})"
+            )
+        address = ServerAddress(info.host, info.port, info.user, info.password)
+    else:
+        address = ServerAddress(cfg.host, cfg.port, cfg.user, os.environ.get(cfg.password_env, ""))
+    return MySQLBackend(address, limits)
+
+
+def sql_tasks(cfg: SqlConfig) -> list[SqlTask]:
+    if not cfg.task_file:
+        raise ConfigError(
+            "env.sql.task_file: set InterCode's task file, e.g. "
+            f"env.sql.task_file=/path/to/ic_spider_dev.json (or {EMBEDDED_TASKS})"
+        )
+    try:
+        if cfg.task_file == EMBEDDED_TASKS:
+            return shipped_tasks()
+        return load_tasks(cfg.task_file)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(f"env.sql.task_file: {exc}") from None
+
+
+def check_databases(tasks: list[SqlTask], backend: SqlBackend, task_file: str) -> None:
+    try:
+        known = {name.lower() for name in backend.databases()}  # case-insensitive names
+    except Exception as exc:  # noqa: BLE001 - any driver error: one line naming the server
+        raise ConfigError(f"env.sql: cannot list the {backend.name} databases: {exc}") from None
+    missing = sorted({t.db for t in tasks if t.db.lower() not in known})
+    if missing:
+        raise ConfigError(
+            f"{task_file}: databases {missing} are not in the {backend.name} backend "
+            f"(it has {len(known)}: {sorted(known)[:5]}...)"
+        )
+
+
+def build_intercode_sql(cfg: EnvConfig, split: str) -> EnvHandle:
+    if split not in SPLITS:
+        raise ConfigError(f"unknown InterCode-SQL split {split!r}; expected one of {SPLITS}")
+    sql = cfg.sql
+    all_tasks = sql_tasks(sql)
+    try:
+        tasks = split_tasks(all_tasks, sql.test_size, sql.split_seed)[split]
+    except ValueError as exc:
+        raise ConfigError(f"env.sql.test_size: {exc}") from None
+    backend = sql_backend(sql)
+    check_databases(all_tasks, backend, sql.task_file)
+    by_id = {t.id: t for t in tasks}
+    gold_cache: dict[str, list[Row] | None] = {}
+
+    def make_env() -> IntercodeSqlEnv:
+        return IntercodeSqlEnv(
+            by_id,
+            backend,
+            cfg.max_turns,
+            sql.observation_rows,
+            sql.observation_chars,
+            gold_cache,
+        )
+
+    example: list[Turn] | None = None
+    if cfg.in_context_example:  # a train question, never an evaluation one
+        first_train = split_tasks(all_tasks, sql.test_size, sql.split_seed)["train"][0]
+        env = IntercodeSqlEnv({first_train.id: first_train}, backend, cfg.max_turns)
+        example = example_turns(expert_trajectory(env, first_train))
+        env.close()
+
+    def expert() -> list[Trajectory]:
+        return expert_data(make_env(), tasks, example)
+
+    return EnvHandle(
+        "intercode_sql",
+        split,
+        make_env,
+        list(by_id),
+        expert,
+        lambda task_id: example,
+        action_end=SQL_ACTION_END,
+        group_of=lambda task_id: by_id[task_id].hardness,
+    )
+
+
+def expert_data(
+    env: IntercodeSqlEnv, tasks: list[SqlTask], example: list[Turn] | None
+) -> list[Trajectory]:
+    """Expert trajectories of the tasks; a task whose expert does not reach reward 1.0 (it
+    needs more than max_turns steps, or its gold query fails or returns too many rows on this
+    backend) is left out, with a warning."""
+    from tqdm.auto import tqdm
+
+    kept, dropped = [], []
+    for task in tqdm(tasks, desc="sql expert", leave=False):
+        trajectory = expert_trajectory(env, task, example)
+        (kept if trajectory.reward == 1.0 else dropped).append(trajectory)
+    env.close()
+    if dropped:
+        log.warning(
+            "%d of %d InterCode-SQL experts left out: reward < 1 within %d turns on the %s "
+            "backend (too many steps, or the gold query failed or returned too many rows), e.g. %s",
+            len(dropped),
+            len(tasks),
+            env.max_turns,
+            env.backend.name,
+            dropped[0].id,
+        )
+    return kept
