@@ -154,19 +154,24 @@ def test_cut_at_stop():
     assert cut_at_stop("Thought: a\nAction: go to x\nmore") == "Thought: a\nAction: go to x\nmore"
 
 
-def test_action_line_stop_marks_only_rows_with_a_finished_action_line(tiny_model_cfg):
+def test_action_end_stop_marks_only_rows_with_a_finished_action(tiny_model_cfg):
+    from ipr_lightning.envs.intercode_sql import SQL_ACTION_END
     from ipr_lightning.models import load_tokenizer
-    from ipr_lightning.rollout.policy import ActionLineStop
+    from ipr_lightning.rollout.policy import ActionEndStop
 
     tok = load_tokenizer(tiny_model_cfg)
     prompt = "Observation: Action: old\n"  # in the prompt part: must not count
     rows = ["Thought: hm.\nAction: go to x\n", "Thought: hm.\nAction: go to", "Thought: a\n"]
-    ids = [tok(prompt + r, add_special_tokens=False)["input_ids"] for r in rows]
-    n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
-    width = max(map(len, ids))
-    batch = torch.tensor([i + [tok.pad_token_id] * (width - len(i)) for i in ids])
-    done = ActionLineStop(tok, n_prompt)(batch, None)
-    assert done.tolist() == [True, False, False]
+    sql = ["Thought: q\nAction: \n```sql\nSELECT 1\n```", "Thought: q\nAction: \n```sql\nSELECT"]
+    for pattern, texts, expected in [
+        (ACTION_LINE_RE, rows, [True, False, False]),
+        (SQL_ACTION_END, rows[:1] + sql, [False, True, False]),  # a SQL action spans lines
+    ]:
+        ids = [tok(prompt + r, add_special_tokens=False)["input_ids"] for r in texts]
+        n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
+        width = max(map(len, ids))
+        batch = torch.tensor([i + [tok.pad_token_id] * (width - len(i)) for i in ids])
+        assert ActionEndStop(tok, n_prompt, pattern)(batch, None).tolist() == expected
 
 
 def test_row_sampler_draws_from_the_tempered_softmax():
