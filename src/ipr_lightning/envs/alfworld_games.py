@@ -40,6 +40,7 @@ from typing import Any
 
 from ipr_lightning.envs.alfworld_engine import SPLITS, TASK_TYPES
 from ipr_lightning.envs.alfworld_scenes import Layout, goal_room_types, make_layouts, sample_game
+from ipr_lightning.envs.base import env_cache_dir
 
 GENERATOR_VERSION = 1
 TYPE_WEIGHTS = {  # official ALFWorld training-set proportions per task type
@@ -70,8 +71,7 @@ def default_games_dir(
     """`~/.cache/ipr_lightning/alfworld/<hash of the parameters>` (XDG_CACHE_HOME honoured)."""
     params = _params(n_train, n_seen, n_unseen, seed, max_steps)
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "ipr_lightning" / "alfworld" / f"games-{digest}"
+    return env_cache_dir("alfworld") / f"games-{digest}"
 
 
 def _params(n_train: int, n_seen: int, n_unseen: int, seed: int, max_steps: int) -> dict:

@@ -17,10 +17,12 @@ scoring and evaluation: instruction, `OK`, optional in-context example turns, th
 
 from __future__ import annotations
 
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ipr_lightning.data.records import Turn
@@ -28,6 +30,11 @@ from ipr_lightning.data.records import Turn
 ACTION_RE = re.compile(r"^\s*Action\s*:\s?", re.MULTILINE | re.IGNORECASE)
 # A finished one-line action: the `Action: ...` line and its newline (ALFWorld, the toy env).
 ACTION_LINE_RE = re.compile(r"^[ \t]*Action[ \t]*:[^\n]*\S[^\n]*\n", re.MULTILINE | re.IGNORECASE)
+
+
+def env_cache_dir(name: str) -> Path:
+    """`~/.cache/ipr_lightning/<name>` ($XDG_CACHE_HOME honoured): generated/converted env data."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ipr_lightning" / name
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ foreign keys are dropped.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -62,6 +63,7 @@ _AFFINITY |= dict.fromkeys("date datetime timestamp time".split(), "TEXT")
 _AFFINITY |= dict.fromkeys("blob tinyblob mediumblob longblob binary varbinary".split(), "BLOB")
 
 
+@functools.lru_cache(maxsize=1 << 16)  # called for every comparison of a sort or join
 def mysql_ci_key(text: str) -> str:
     """utf8mb4_general_ci, closely: case and accents ignored, trailing spaces too (PAD SPACE)."""
     decomposed = unicodedata.normalize("NFKD", text.rstrip(" "))
@@ -80,15 +82,20 @@ def connect_sqlite(database: str, **kwargs: Any) -> sqlite3.Connection:
     return con
 
 
-def default_dump_path() -> Path:
-    """The dump shipped in intercode-bench, located without importing `intercode` (its
-    `__init__` pulls in docker and friends)."""
+def intercode_asset(relative: str) -> Path:
+    """A data file of the intercode-bench package (`relative` to site-packages), located
+    without importing `intercode` (its `__init__` pulls in docker and friends)."""
     spec = importlib.util.find_spec("intercode")
     for location in (spec and spec.submodule_search_locations) or []:
-        if (path := Path(location).parent / INTERCODE_DUMP).is_file():
+        if (path := Path(location).parent / relative).is_file():
             return path
     hint = "pip install --no-deps intercode-bench==0.1.22"
-    raise FileNotFoundError(f"InterCode's spider_dev.sql not found: `{hint}`")
+    raise FileNotFoundError(f"InterCode's {Path(relative).name} not found: `{hint}`")
+
+
+def default_dump_path() -> Path:
+    """The Spider-dev dump shipped in intercode-bench."""
+    return intercode_asset(INTERCODE_DUMP)
 
 
 @dataclass(frozen=True)

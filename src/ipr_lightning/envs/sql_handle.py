@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ipr_lightning.config import ConfigError, EnvConfig, SqlConfig
 from ipr_lightning.data.records import Trajectory, Turn
+from ipr_lightning.envs.base import env_cache_dir
 from ipr_lightning.envs.build import EnvHandle, example_turns
 from ipr_lightning.envs.intercode_sql import SQL_ACTION_END, IntercodeSqlEnv, SqlBackend, SqlTask
 from ipr_lightning.envs.sql_backends import MySQLBackend, ServerAddress, SqliteBackend, SqlLimits
@@ -33,11 +34,6 @@ EMBEDDED_TASKS = "embedded:intercode"
 log = logging.getLogger("ipr_lightning")
 
 
-def sql_cache_dir() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "ipr_lightning" / "intercode_sql"
-
-
 def sql_backend(cfg: SqlConfig) -> SqlBackend:
     """The configured database backend (converting the dump for SQLite on first use)."""
     from ipr_lightning.envs.sql_dump import default_dump_path, sqlite_databases
@@ -48,7 +44,7 @@ def sql_backend(cfg: SqlConfig) -> SqlBackend:
             dump = Path(cfg.dump).expanduser() if cfg.dump else default_dump_path()
             if not dump.is_file():
                 raise FileNotFoundError(f"env.sql.dump: no such file {dump}")
-            return SqliteBackend(sqlite_databases(dump, sql_cache_dir()), limits)
+            return SqliteBackend(sqlite_databases(dump, env_cache_dir("intercode_sql")), limits)
         except (FileNotFoundError, ValueError) as exc:
             raise ConfigError(str(exc)) from None
     if cfg.server_dir:
@@ -99,9 +95,10 @@ def build_intercode_sql(cfg: EnvConfig, split: str) -> EnvHandle:
     sql = cfg.sql
     all_tasks = sql_tasks(sql)
     try:
-        tasks = split_tasks(all_tasks, sql.test_size, sql.split_seed)[split]
+        splits = split_tasks(all_tasks, sql.test_size, sql.split_seed)
     except ValueError as exc:
         raise ConfigError(f"env.sql.test_size: {exc}") from None
+    tasks = splits[split]
     backend = sql_backend(sql)
     check_databases(all_tasks, backend, sql.task_file)
     by_id = {t.id: t for t in tasks}
@@ -119,7 +116,7 @@ def build_intercode_sql(cfg: EnvConfig, split: str) -> EnvHandle:
 
     example: list[Turn] | None = None
     if cfg.in_context_example:  # a train question, never an evaluation one
-        first_train = split_tasks(all_tasks, sql.test_size, sql.split_seed)["train"][0]
+        first_train = splits["train"][0]
         env = IntercodeSqlEnv({first_train.id: first_train}, backend, cfg.max_turns)
         example = example_turns(expert_trajectory(env, first_train))
         env.close()

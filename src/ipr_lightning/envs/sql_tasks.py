@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.util
 import json
 import re
 from collections.abc import Sequence
@@ -25,24 +24,10 @@ from pathlib import Path
 from ipr_lightning.data.records import Trajectory, Turn
 from ipr_lightning.envs.base import build_prompt
 from ipr_lightning.envs.intercode_sql import IntercodeSqlEnv, SqlTask
+from ipr_lightning.envs.sql_dump import intercode_asset
 
 SHIPPED_QUESTIONS = "intercode/assets/datasets/sql_queries.csv"
 SPLITS = ("train", "test", "all")
-
-
-def intercode_asset(relative: str) -> Path:
-    """A data file of the intercode-bench package, found without importing it (its
-    `__init__` needs Docker's client)."""
-    spec = importlib.util.find_spec("intercode")
-    roots = list(spec.submodule_search_locations or []) if spec else []
-    for root in roots:
-        path = Path(root).parent / relative
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"{relative} not found: install the InterCode data with "
-        "`pip install --no-deps intercode-bench==0.1.22`"
-    )
 
 
 def _field(record: dict, key: str, where: str) -> str:
