@@ -23,7 +23,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 QUANTIZATIONS = ("none", "nf4")
 NLL_REDUCTIONS = ("sum", "mean")
 NLL_ON = ("all_chosen", "outcome_chosen")
-ENV_NAMES = ("toy", "alfworld", "intercode_sql")
+ENV_NAMES = ("toy", "alfworld", "intercode_sql", "webshop")
 SQL_BACKENDS = ("sqlite", "mysql")
 
 
@@ -237,10 +237,42 @@ class SqlConfig:
 
 
 @dataclass
+class WebShopConfig:
+    server_url: str | None = None
+    """A running WebShop server (its Flask app, e.g. http://127.0.0.1:3000): episodes are
+    played through its pages; unset: the embedded WebShop-style shop."""
+    n_products: int = 5000
+    """Products in the generated catalogue (embedded shop)."""
+    n_train: int = 1624
+    """Train goals (paper: 1,624)."""
+    n_test: int = 200
+    """Test goals (paper: 200): goals fixed_0 .. fixed_{n_test-1}, as WebShop numbers them."""
+    train_start: int | None = None
+    """Index of the first train goal; unset: right after the test goals (embedded shop) or
+    1500 (a WebShop server: its goals 0-499 are test, 500-1499 dev, 1500+ train)."""
+    seed: int = 0
+    """Seed of the generated catalogue and goals."""
+    timeout_s: float = 30.0
+    """HTTP timeout of one page request to a WebShop server."""
+
+    def __post_init__(self) -> None:
+        if min(self.n_products, self.n_train, self.n_test) < 0 or self.timeout_s <= 0:
+            raise ConfigError("env.webshop sizes must be >= 0 and timeout_s positive")
+        if self.train_start is not None and self.train_start < 0:
+            raise ConfigError(f"env.webshop.train_start must be >= 0, got {self.train_start}")
+
+    def first_train_goal(self) -> int:
+        if self.train_start is not None:
+            return self.train_start
+        return 1500 if self.server_url else self.n_test
+
+
+@dataclass
 class EnvConfig:
     name: str = "toy"
-    """Environment: `toy` (the deterministic toy household), `alfworld` (the real engine) or
-    `intercode_sql` (InterCode-SQL on the Spider databases; settings under `env.sql`)."""
+    """Environment: `toy` (the deterministic toy household), `alfworld` (the real engine),
+    `intercode_sql` (InterCode-SQL on the Spider databases; settings under `env.sql`) or
+    `webshop` (the WebShop-style shop or a WebShop server; settings under `env.webshop`)."""
     data_dir: str | None = None
     """ALFWorld data root holding json_2.1.1/; unset: $ALFWORLD_DATA, else generated games."""
     train_split: str = "train"
@@ -265,6 +297,8 @@ class EnvConfig:
     """Processes for generating games and playing the expert (not for the model)."""
     sql: SqlConfig = field(default_factory=SqlConfig)
     """InterCode-SQL tasks, database backend and limits (env.name=intercode_sql)."""
+    webshop: WebShopConfig = field(default_factory=WebShopConfig)
+    """The WebShop-style catalogue and goals, or a WebShop server (env.name=webshop)."""
 
     def __post_init__(self) -> None:
         if self.name not in ENV_NAMES:

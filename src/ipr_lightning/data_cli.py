@@ -1,4 +1,4 @@
-"""`ipr-data`: build and inspect task data (ALFWorld, InterCode-SQL).
+"""`ipr-data`: build and inspect task data (ALFWorld, InterCode-SQL, WebShop-style).
 
     ipr-data alfworld generate [--out DIR] [--train 2000 --seen 140 --unseen 134 --seed 0
                                 --workers 2]          # offline games in the official layout
@@ -7,6 +7,9 @@
     ipr-data sql server start --dir DIR [--port 3307] [--timeout 5]  # a private MariaDB
     ipr-data sql server stop --dir DIR                 # (also: info)
     ipr-data sql stats [--tasks FILE] [--test-size 200]  # questions per split and hardness
+    ipr-data webshop stats [--split test] [--limit N] [--products 5000 --seed 0]
+                                # expert / oracle / random rewards on the WebShop-style goals
+    ipr-data webshop trajectories --split train --out FILE.json  # expert demonstrations
 
 Without --data, `$ALFWORLD_DATA` (the official data) is used when set, else the generated
 games (generated on first use; their results are NOT on the official split). User mistakes
@@ -103,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
             "$ALFWORLD_DATA, else the generated games)",
         )
     add_sql_parser(tasks)
+    add_webshop_parser(tasks)
     return parser
 
 
@@ -119,6 +123,22 @@ def add_sql_parser(tasks: Any) -> None:
     stats.add_argument("--tasks", default="embedded:intercode", help="InterCode task file")
     stats.add_argument("--test-size", type=_positive, default=200)
     stats.add_argument("--seed", type=int, default=0)
+
+
+def add_webshop_parser(tasks: Any) -> None:
+    shop = tasks.add_parser("webshop", help="WebShop-style shop: shopper rewards, expert data")
+    cmds = shop.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    stats = cmds.add_parser("stats", help="catalogue size; expert/oracle/random reward spread")
+    traj = cmds.add_parser("trajectories", help="the scripted expert's trajectories (JSON)")
+    traj.add_argument("--out", required=True, help="output JSON file (ShareGPT shape)")
+    for sub in (stats, traj):
+        sub.add_argument("--split", choices=("train", "test"), default="test")
+        sub.add_argument("--limit", type=_count, default=0, help="first N goals (0: all)")
+        sub.add_argument("--products", type=_positive, default=5000)
+        sub.add_argument("--train", type=_count, default=1624, help="train goals")
+        sub.add_argument("--test", type=_count, default=200, help="test goals")
+        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--server", help="a WebShop server URL instead of the embedded shop")
 
 
 def _data_root(args: argparse.Namespace) -> Path:
@@ -276,12 +296,45 @@ def cmd_sql_stats(args: argparse.Namespace) -> None:
         print(f"{name:8}{len(tasks):>7}{len({t.db for t in tasks}):>11}{counts}")
 
 
+def _webshop(args: argparse.Namespace):
+    from ipr_lightning.config import EnvConfig, WebShopConfig
+    from ipr_lightning.envs.build import build_env
+
+    ws = WebShopConfig(args.server, args.products, args.train, args.test, seed=args.seed)
+    handle = build_env(EnvConfig(name="webshop", max_turns=10, webshop=ws), args.split)
+    return handle, handle.task_ids[: args.limit or None]
+
+
+def cmd_webshop_stats(args: argparse.Namespace) -> None:
+    from ipr_lightning.envs.webshop_agents import shopper_stats
+
+    handle, ids = _webshop(args)
+    if not args.server:
+        shop = handle.make_env().shop
+        types = len({p.query for p in shop.products})
+        print(f"catalogue: {len(shop.products)} products, {types} product types")
+    print(f"{args.split}: {len(ids)} goals")
+    print(shopper_stats(handle.make_env, ids, oracle=not args.server))
+
+
+def cmd_webshop_trajectories(args: argparse.Namespace) -> None:
+    from ipr_lightning.data.io import write_trajectories
+    from ipr_lightning.envs.webshop_handle import expert_data
+
+    handle, ids = _webshop(args)
+    trajs = expert_data(handle.make_env(), ids, None)
+    write_trajectories(args.out, trajs)
+    print(f"wrote {len(trajs)} {args.split} expert trajectories to {args.out}")
+
+
 COMMANDS = {
     ("alfworld", "generate"): cmd_generate,
     ("alfworld", "trajectories"): cmd_trajectories,
     ("alfworld", "stats"): cmd_stats,
     ("sql", "server"): cmd_sql_server,
     ("sql", "stats"): cmd_sql_stats,
+    ("webshop", "stats"): cmd_webshop_stats,
+    ("webshop", "trajectories"): cmd_webshop_trajectories,
 }
 
 

@@ -88,4 +88,8 @@ def build_env(cfg: EnvConfig, split: str) -> EnvHandle:
         from ipr_lightning.envs.sql_handle import build_intercode_sql
 
         return build_intercode_sql(cfg, split)
+    if cfg.name == "webshop":
+        from ipr_lightning.envs.webshop_handle import build_webshop
+
+        return build_webshop(cfg, split)
     raise ConfigError(f"env.name: unknown environment {cfg.name!r}")
