@@ -379,3 +379,15 @@ def test_a_catalogue_too_small_for_its_goals_is_a_config_error() -> None:
         build_env(cfg, "test")
     with pytest.raises(ConfigError, match="overlaps"):
         build_env(EnvConfig(name="webshop", webshop=WebShopConfig(train_start=5)), "train")
+
+
+def test_a_search_without_results_is_still_a_results_page(shop: Shop) -> None:
+    goal = Goal(**{**GOAL.__dict__, "instruction": "i need a zyzzyva qwerty"})
+    env = WebShopEnv(shop, {"fixed_0": goal}, max_turns=3)
+    trajectory = play(env, "fixed_0", ExpertShopper(random.Random(0)))
+    assert "Page 1 (Total results: 0)" in trajectory.turns[4].content
+    assert actions_of(trajectory) == [
+        "search[zyzzyva qwerty]",
+        "click[Back to Search]",  # a valid click, not the missing "< Prev"
+        "search[zyzzyva qwerty]",
+    ]

@@ -31,6 +31,7 @@ from ipr_lightning.envs.webshop_shop import Goal, tokenize
 ASIN_RE = re.compile(r"^B[0-9A-Z]{9}$")
 BACK_TO_RESULTS = "< Back to Results"
 BUDGET_RE = re.compile(r"price lower than (\d+(?:\.\d+)?) dollars")
+_RESULTS_HEADER = re.compile(r"^Page \d+ \(")  # "Page 2 (Total results: 50)" and newer forms
 _PRICE_CLAUSE = re.compile(r",?\s*(?:and\s+)?price lower than [\d.]+ dollars\.?")
 _OPENER = re.compile(
     r"^(?:please\s+)?(?:i\s*(?:'m| am) looking for|i(?:'d| would) like(?: to buy)?|i need|"
@@ -118,7 +119,7 @@ def page_kind(view: View) -> str:
         return "search"
     if BUY_NOW.lower() in clickable:
         return "item"
-    if any(ASIN_RE.match(t) for t in view.elements) or NEXT_PAGE.lower() in clickable:
+    if any(_RESULTS_HEADER.match(t) for t in view.elements[:3]):
         return "results"
     return "sub" if clickable else "done"
 
