@@ -304,3 +304,50 @@ def test_inference_context_merges_lora_and_restores_the_weights(tiny_model_cfg):
         assert torch.allclose(param, before[name], atol=1e-6), name
         assert param.requires_grad == flags[name], name
     assert model.training and not any(m.merged for m in model.modules() if isinstance(m, LoraLayer))
+
+
+def test_running_out_of_memory_shrinks_the_batch_and_keeps_the_outputs(
+    tiny_model_cfg, monkeypatch, caplog
+):
+    """A device that fits 2 rows at a time: a batch of 8 halves until it fits, the run goes
+    on with batch size 2 and the seeded samples are the ones an ample device draws."""
+    import ipr_lightning.rollout.policy as policy_mod
+
+    model, tok = _tiny_policy_parts(tiny_model_cfg)
+    histories = [build_prompt("inst", f"task {k} " + "y" * k) for k in range(8)]
+    sampling = Sampling(temperature=1.0, max_new_tokens=6, seed=5)
+    ample = HFPolicy(model, tok, batch_size=8).act(histories, sampling)
+
+    decode = policy_mod.generate
+
+    def small_device(model, prompts, *args, **kwargs):
+        if len(prompts) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return decode(model, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(policy_mod, "generate", small_device)
+    policy = HFPolicy(model, tok, batch_size=8)
+    with caplog.at_level("WARNING", logger="ipr_lightning"):
+        assert policy.act(histories, sampling) == ample
+    assert policy.batch_size == 2
+    assert "batch size 8 -> 4" in caplog.text and "batch size 4 -> 2" in caplog.text
+
+
+def test_out_of_memory_on_one_row_drops_the_cache_once_then_says_so(tiny_model_cfg, monkeypatch):
+    import ipr_lightning.rollout.policy as policy_mod
+
+    model, tok = _tiny_policy_parts(tiny_model_cfg)
+    policy = HFPolicy(model, tok, batch_size=1)
+    history = [build_prompt("inst", "task")]
+    policy.act(history, Sampling(max_new_tokens=4))
+    assert len(policy.cache) == 1
+    calls = []
+
+    def no_memory(*args, **kwargs):
+        calls.append(len(policy.cache))
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(policy_mod, "generate", no_memory)
+    with pytest.raises(torch.OutOfMemoryError, match="single row with an empty key/value"):
+        policy.act(history, Sampling(max_new_tokens=4))
+    assert calls == [1, 0]  # tried with the cache, then once more without it

@@ -10,6 +10,7 @@ selected for the call, so explorer and scorer share one base model.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from ipr_lightning.envs.base import ACTION_LINE_RE
 from ipr_lightning.models import inference_context
 from ipr_lightning.rollout.kv import PrefixCache, generate, supports
 
+log = logging.getLogger("ipr_lightning")
 # Agents must stop before inventing the environment's answer.
 STOP_MARKERS = ("\nObservation:", "\nObservation :")
 
@@ -146,6 +148,11 @@ class RowSampler(LogitsProcessor):
         return scores - torch.log(-torch.log(uniform))
 
 
+def _free_accelerator_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 class HFPolicy(Policy):
     def __init__(
         self,
@@ -184,13 +191,43 @@ class HFPolicy(Policy):
         order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))
         results: list[Generation | None] = [None] * len(prompts)
         run = self._generate if self.cache is None else self._decode
+        pending = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
         with inference_context(self.model, self.adapter):  # eval mode, modes restored after
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start : start + self.batch_size]
-                gens = run([ids[i] for i in chunk], sampling, [seeds[i] for i in chunk])
+            while pending:
+                chunk = pending.pop(0)
+                try:
+                    gens = run([ids[i] for i in chunk], sampling, [seeds[i] for i in chunk])
+                except torch.OutOfMemoryError:
+                    pending[:0] = self._shrink(chunk)
+                    continue
                 for i, gen in zip(chunk, gens, strict=True):
                     results[i] = gen
         return [r for r in results if r is not None]
+
+    def _shrink(self, chunk: list[int]) -> list[list[int]]:
+        """After running out of memory on `chunk`: halve the batch size for the rest of the
+        run and split the chunk; at one row, give back the prefix cache once first. Rows are
+        independent and seeded, so the outputs are the same as without the retry."""
+        _free_accelerator_memory()
+        if len(chunk) > 1:
+            half = len(chunk) // 2
+            log.warning(
+                "out of memory generating %d rows: batch size %d -> %d",
+                len(chunk),
+                self.batch_size,
+                half,
+            )
+            self.batch_size = min(self.batch_size, half)
+            return [chunk[:half], chunk[half:]]
+        if self.cache is not None and len(self.cache):
+            log.warning("out of memory generating one row: dropping the key/value cache")
+            self.cache.clear()
+            _free_accelerator_memory()
+            return [chunk]
+        raise torch.OutOfMemoryError(
+            "out of memory generating a single row with an empty key/value cache: the model "
+            "and one episode do not fit (shorten max_new_tokens or the prompt, or quantise)"
+        )
 
     def _decode(
         self, ids: list[list[int]], sampling: Sampling, seeds: list[int]
