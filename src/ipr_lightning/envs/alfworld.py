@@ -33,7 +33,7 @@ from ipr_lightning.envs.alfworld_engine import (
     split_dir,
     task_type_of,
 )
-from ipr_lightning.envs.base import TextEnv, build_prompt
+from ipr_lightning.envs.base import TextEnv, record_episode
 from ipr_lightning.envs.build import example_turns
 
 # The method's ALFWorld instruction, verbatim (typos included) from ETO's
@@ -391,21 +391,22 @@ def expert_trajectory(
     """Play the handcoded expert in `env` (made with expert=True): instruction, OK,
     [in-context example], task, then `Thought: <why>\\nAction: <command in style>` /
     `Observation: ...` turns."""
-    obs, info = env.reset(options={"task_id": game_id})
-    narrator = Narrator(env.game_path(game_id), obs, game_id)
-    turns, reward = build_prompt(env.instruction, obs, example), 0.0
-    for _ in range(env.max_turns):
+    narrator: Narrator | None = None
+    last: list[str] = []
+
+    def next_output(obs: str, info: dict[str, Any]) -> str | None:
+        nonlocal narrator
+        if narrator is None:  # the reset's observation: the game's start
+            narrator = Narrator(env.game_path(game_id), obs, game_id)
+        else:
+            narrator.observe(last[-1], obs)
         if not info.get("expert_plan"):
-            break
-        action = convert_action(info["expert_plan"][0], style)
-        output = f"Thought: {narrator.thought(action)}\nAction: {action}"
-        turns.append(Turn("assistant", output))
-        obs, reward, terminated, truncated, info = env.step(output)
-        narrator.observe(action, obs)
-        if terminated or truncated:
-            break
-        turns.append(Turn("user", env.format_observation(obs)))
-    if reward < 1.0:
-        raise ExpertTooLong(f"the expert did not win {game_id} within {env.max_turns} turns")
+            return None
+        last.append(convert_action(info["expert_plan"][0], style))
+        return f"Thought: {narrator.thought(last[-1])}\nAction: {last[-1]}"
+
     meta = {"game_file": game_id, "task_type": task_type_of(game_id), "env": "alfworld"}
-    return Trajectory(game_id, turns, reward, meta)
+    trajectory = record_episode(env, game_id, next_output, example, meta)
+    if trajectory.reward < 1.0:
+        raise ExpertTooLong(f"the expert did not win {game_id} within {env.max_turns} turns")
+    return trajectory

@@ -20,12 +20,12 @@ from __future__ import annotations
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ipr_lightning.data.records import Turn
+from ipr_lightning.data.records import Trajectory, Turn
 
 ACTION_RE = re.compile(r"^\s*Action\s*:\s?", re.MULTILINE | re.IGNORECASE)
 # A finished one-line action: the `Action: ...` line and its newline (ALFWorld, the toy env).
@@ -134,3 +134,26 @@ class TextEnv(ABC):
             info = {"invalid": obs == self.invalid_observation, "malformed": False, **info}
         truncated = not done and self._turns >= self.max_turns
         return obs, reward, done, truncated, {"action": action, **info}
+
+
+def record_episode(
+    env: TextEnv,
+    task_id: str,
+    next_output: Callable[[str, dict[str, Any]], str | None],
+    example: Sequence[Turn] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Trajectory:
+    """Play a scripted agent in `env` and record it in the prompt format every stage uses.
+
+    `next_output(obs, info)` gets the latest observation and info (the reset's, then each
+    step's) and returns the next `Thought: ...\nAction: ...` output, or None to stop."""
+    obs, info = env.reset(options={"task_id": task_id})
+    turns = build_prompt(env.instruction, obs, example)
+    reward = 0.0
+    while (output := next_output(obs, info)) is not None:
+        turns.append(Turn("assistant", output))
+        obs, reward, terminated, truncated, info = env.step(output)
+        if terminated or truncated:
+            break
+        turns.append(Turn("user", env.format_observation(obs)))
+    return Trajectory(task_id, turns, float(reward), meta or {})

@@ -18,11 +18,11 @@ import csv
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ipr_lightning.data.records import Trajectory, Turn
-from ipr_lightning.envs.base import build_prompt
+from ipr_lightning.envs.base import record_episode
 from ipr_lightning.envs.intercode_sql import IntercodeSqlEnv, SqlTask
 from ipr_lightning.envs.sql_dump import intercode_asset
 
@@ -181,19 +181,14 @@ def expert_trajectory(
     env: IntercodeSqlEnv, task: SqlTask, example: list[Turn] | None = None
 ) -> Trajectory:
     """Play the expert in the env: the observations come from the database."""
-    obs, _ = env.reset(options={"task_id": task.id})
-    turns = build_prompt(env.instruction, obs, example)
-    known = env.table_names()
-    reward = 0.0
-    for thought, action in expert_steps(task, tables_of(task.gold, known)):
-        if action == "submit":
-            thought = submit_thought(env.last_rows)
-        sep = " " if action == "submit" else " \n"  # the paper's layout: `Action: \n```sql`
-        output = f"Thought: {thought}\nAction:{sep}{action}"
-        turns.append(Turn("assistant", output))
-        obs, reward, terminated, truncated, _ = env.step(output)
-        if terminated or truncated:
-            break
-        turns.append(Turn("user", env.format_observation(obs)))
+
+    def outputs() -> Iterator[str]:  # runs after the reset: it can look at the database
+        for thought, action in expert_steps(task, tables_of(task.gold, env.table_names())):
+            if action == "submit":
+                yield f"Thought: {submit_thought(env.last_rows)}\nAction: submit"
+            else:  # the paper's layout: `Action: \n```sql`
+                yield f"Thought: {thought}\nAction: \n{action}"
+
+    steps = outputs()
     meta = {"env": "intercode_sql", "db": task.db, "hardness": task.hardness}
-    return Trajectory(task.id, turns, reward, meta)
+    return record_episode(env, task.id, lambda obs, info: next(steps, None), example, meta)

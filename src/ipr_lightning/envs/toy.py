@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ipr_lightning.data.records import Trajectory, Turn
-from ipr_lightning.envs.base import TextEnv, build_prompt
+from ipr_lightning.envs.base import TextEnv, record_episode
 
 RECEPTACLES = (
     "cabinet 1",
@@ -195,17 +195,13 @@ def expert_actions(task: ToyTask) -> list[tuple[str, str]]:
 
 def expert_trajectory(env: ToyEnv, task: ToyTask, example: list[Turn] | None = None) -> Trajectory:
     """Play the expert in the env; the observations in the record come from the simulation."""
-    obs, _ = env.reset(options={"task_id": task.id})
-    turns = build_prompt(env.instruction, obs, example)
-    reward = 0.0
-    for thought, action in expert_actions(task):
-        output = f"Thought: {thought}\nAction: {action}"
-        turns.append(Turn("assistant", output))
-        obs, reward, terminated, truncated, _ = env.step(output)
-        if terminated or truncated:
-            break
-        turns.append(Turn("user", env.format_observation(obs)))
-    return Trajectory(task.id, turns, reward, {"env": "toy"})
+    steps = iter(expert_actions(task))
+
+    def next_output(obs: str, info: dict[str, Any]) -> str | None:
+        step = next(steps, None)
+        return None if step is None else f"Thought: {step[0]}\nAction: {step[1]}"
+
+    return record_episode(env, task.id, next_output, example, {"env": "toy"})
 
 
 def demo_trajectories(n: int = 64, seed: int = 0) -> list[Trajectory]:

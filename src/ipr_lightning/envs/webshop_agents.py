@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ipr_lightning.data.records import Trajectory, Turn
-from ipr_lightning.envs.base import build_prompt
+from ipr_lightning.envs.base import record_episode
 from ipr_lightning.envs.webshop import BUY_NOW, NEXT_PAGE, PREV_PAGE, TextEnv
 from ipr_lightning.envs.webshop_shop import Goal, tokenize
 
@@ -289,18 +289,12 @@ def play(
     env: TextEnv, task_id: str, shopper: Shopper, example: list[Turn] | None = None
 ) -> Trajectory:
     """One episode of `shopper` in `env`, recorded in the prompt format every stage uses."""
-    obs, _ = env.reset(options={"task_id": task_id})
-    turns = build_prompt(env.instruction, obs, example)
-    reward = 0.0
-    while True:
+
+    def next_output(obs: str, info: dict[str, Any]) -> str:
         thought, action = shopper(view_of(env))
-        output = f"Thought: {thought}\nAction: {action}"
-        turns.append(Turn("assistant", output))
-        obs, reward, terminated, truncated, _ = env.step(output)
-        if terminated or truncated:
-            break
-        turns.append(Turn("user", env.format_observation(obs)))
-    return Trajectory(task_id, turns, float(reward), {"env": "webshop"})
+        return f"Thought: {thought}\nAction: {action}"
+
+    return record_episode(env, task_id, next_output, example, {"env": "webshop"})
 
 
 def reward_spread(rewards: list[float]) -> str:
