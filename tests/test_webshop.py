@@ -391,3 +391,11 @@ def test_a_search_without_results_is_still_a_results_page(shop: Shop) -> None:
         "click[Back to Search]",  # a valid click, not the missing "< Prev"
         "search[zyzzyva qwerty]",
     ]
+
+
+def test_repeated_searches_give_the_same_independent_lists(shop: Shop) -> None:
+    first = shop.search("lumina deodorant")
+    first.clear()  # a caller changing its list must not change the next answer
+    again = shop.search("Lumina  DEODORANT")
+    assert again and again == shop.search("lumina deodorant")
+    assert again[0].asin in {LUMINA.asin, STICK.asin}

@@ -314,7 +314,7 @@ class EnvConfig:
 @dataclass
 class EvalConfig:
     split: str = "valid_unseen"
-    """Held-out split to evaluate on (valid_seen or valid_unseen; InterCode-SQL: test)."""
+    """Held-out split to evaluate on (valid_seen or valid_unseen; InterCode-SQL, WebShop: test)."""
     max_episodes: int = 0
     """Evaluate at most this many tasks of the split (0: all)."""
     max_live: int = 32

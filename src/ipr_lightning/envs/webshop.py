@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ipr_lightning.envs.base import TextEnv
@@ -74,6 +74,18 @@ class PageState:
     options: dict[str, str] = field(default_factory=dict)
     reward: float = 0.0
 
+    @property
+    def shown(self) -> list[Product]:
+        """The results on the current page."""
+        return self.results[(self.page - 1) * PAGE_SIZE : self.page * PAGE_SIZE]
+
+    @property
+    def paging(self) -> list[str]:
+        """The results page's `< Prev` / `Next >` buttons, when there is a page to go to."""
+        return [PREV_PAGE] * (self.page > 1) + [NEXT_PAGE] * (
+            self.page * PAGE_SIZE < len(self.results)
+        )
+
 
 def page_elements(state: PageState, shop: Shop, instruction: str) -> list[str]:
     """The text elements of the page, in order (`SEP.join` gives the observation)."""
@@ -82,13 +94,9 @@ def page_elements(state: PageState, shop: Shop, instruction: str) -> list[str]:
     if state.kind == "done":
         return ["Thank you for shopping with us!", SCORE_LABEL, f"{state.reward}"]
     if state.kind == "results":
-        total = len(state.results)
-        elements = [BACK_TO_SEARCH, f"Page {state.page} (Total results: {total})"]
-        if state.page > 1:
-            elements.append(PREV_PAGE)
-        if state.page * PAGE_SIZE < total:
-            elements.append(NEXT_PAGE)
-        for p in state.results[(state.page - 1) * PAGE_SIZE : state.page * PAGE_SIZE]:
+        header = f"Page {state.page} (Total results: {len(state.results)})"
+        elements = [BACK_TO_SEARCH, header, *state.paging]
+        for p in state.shown:
             elements += [p.asin, p.name, p.price_tag]
         return elements
     product = shop.by_asin[state.asin]
@@ -121,21 +129,14 @@ def clickables(state: PageState, shop: Shop) -> dict[str, str]:
         return {"search": "Search"}
     if state.kind == "done":
         return {}
-    buttons = [BACK_TO_SEARCH]
     if state.kind == "results":
-        if state.page > 1:
-            buttons.append(PREV_PAGE)
-        if state.page * PAGE_SIZE < len(state.results):
-            buttons.append(NEXT_PAGE)
-        found = {b.lower(): b for b in buttons}
-        shown = state.results[(state.page - 1) * PAGE_SIZE : state.page * PAGE_SIZE]
-        return found | {p.asin.lower(): "product" for p in shown}
-    buttons.append(PREV_PAGE)
+        found = {b.lower(): b for b in [BACK_TO_SEARCH, *state.paging]}
+        return found | {p.asin.lower(): "product" for p in state.shown}
+    buttons = [BACK_TO_SEARCH, PREV_PAGE]
     if state.kind != "item":
         return {b.lower(): b for b in buttons}
     found = {b.lower(): b for b in [*buttons, *SUB_PAGES, BUY_NOW]}
-    product = shop.by_asin[state.asin]
-    for name, values in product.options.items():
+    for name, values in shop.by_asin[state.asin].options.items():
         found |= {v: name for v in values}
     return found
 
@@ -153,25 +154,25 @@ def transition(state: PageState, action: str, shop: Shop) -> PageState | None:
     what = clickables(state, shop).get(arg)
     if what is None or what == "Search":
         return None
-    back = PageState("results", state.keywords, state.page, state.results)
+    # Every page keeps the search it came from (keywords, page, results): WebShop's URLs do.
     if what == BACK_TO_SEARCH:
         return PageState()
     if what == NEXT_PAGE:
-        return PageState("results", state.keywords, state.page + 1, state.results)
+        return replace(state, page=state.page + 1)
     if what == PREV_PAGE:
         if state.kind == "results":
-            return PageState("results", state.keywords, state.page - 1, state.results)
+            return replace(state, page=state.page - 1)
         if state.kind == "item":
-            return back
-        return PageState("item", back.keywords, back.page, back.results, state.asin, state.options)
+            return replace(state, kind="results", asin=None, options={})
+        return replace(state, kind="item")  # from a sub page
     if what == "product":
-        return PageState("item", back.keywords, back.page, back.results, arg.upper())
+        return replace(state, kind="item", asin=arg.upper(), options={})
     if what in SUB_PAGES:
-        return PageState(what, back.keywords, back.page, back.results, state.asin, state.options)
+        return replace(state, kind=what)
     if what == BUY_NOW:
         return PageState("done", asin=state.asin, options=dict(state.options))
-    options = {**state.options, what: arg}  # an option value: select it, stay on the item
-    return PageState("item", back.keywords, back.page, back.results, state.asin, options)
+    # An option value: select it, stay on the item.
+    return replace(state, options={**state.options, what: arg})
 
 
 class WebShopEnv(TextEnv):

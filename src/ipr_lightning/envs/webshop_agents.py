@@ -151,7 +151,10 @@ class ExpertShopper:
 
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     tried: list[str] = field(default_factory=list)
+    """ASINs opened so far."""
     decided: set[str] = field(default_factory=set)
+    """Option names of the current product already dealt with."""
+    price_checked: bool = False
 
     def __call__(self, view: View) -> tuple[str, str]:
         kind = page_kind(view)
@@ -182,18 +185,18 @@ class ExpertShopper:
             return "None of these fit; I should search again.", "click[Back to Search]"
         best = max(fresh, key=score)  # max keeps the first (best ranked) of equal scores
         self.tried.append(best.asin)
-        self.decided = set()
+        self.decided, self.price_checked = set(), False
         return self._say("product", asin=best.asin, title=best.title), f"click[{best.asin}]"
 
     def _on_item(self, view: View) -> tuple[str, str]:
         title, price, groups = item_details(view)
         limit = budget(view.instruction)
-        if not self.decided and limit is not None and price is not None and price > limit:
-            if len(self.tried) < 2:
-                self.decided = {"<over budget>"}
-                return self._say("over", price=f"{price:.2f}", limit=f"{limit:.2f}"), (
-                    f"click[{back_button(view)}]"
-                )
+        over = limit is not None and price is not None and price > limit
+        if not self.price_checked and over and len(self.tried) < 2:  # try one more product
+            self.price_checked = True
+            thought = self._say("over", price=f"{price:.2f}", limit=f"{limit:.2f}")
+            return thought, f"click[{back_button(view)}]"
+        self.price_checked = True
         for name, values in groups.items():
             if name in self.decided:
                 continue

@@ -111,6 +111,8 @@ class Shop:
         self.by_asin = {p.asin: p for p in self.products}
         if len(self.by_asin) != len(self.products):
             raise ValueError("duplicate ASINs in the catalogue")
+        # MC rollouts replay the expert's prefix, searches included: answer repeats at once.
+        self._results: dict[tuple[tuple[str, ...], int], list[Product]] = {}
 
     @cached_property
     def _index(self):  # built on first search: constructing a Shop stays cheap
@@ -131,11 +133,13 @@ class Shop:
         the documents idf 0, and a score filter would drop those real matches."""
         import numpy as np
 
-        bm25, postings = self._index
         tokens = tokenize(keywords)
-        hits = sorted(set().union(*(postings.get(t, ()) for t in tokens))) if tokens else []
-        if not hits:
-            return []
-        scores = bm25.get_batch_scores(tokens, hits)
-        order = np.argsort(-np.asarray(scores), kind="stable")[:top_n]
-        return [self.products[hits[i]] for i in order]
+        key = (tuple(tokens), top_n)
+        if key not in self._results:
+            if len(self._results) >= 4096:
+                self._results.clear()
+            bm25, postings = self._index
+            hits = sorted(set().union(*(postings.get(t, ()) for t in tokens))) if tokens else []
+            order = np.argsort(-np.asarray(bm25.get_batch_scores(tokens, hits)), kind="stable")
+            self._results[key] = [self.products[hits[i]] for i in order[:top_n]]
+        return list(self._results[key])
