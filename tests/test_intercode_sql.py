@@ -67,11 +67,13 @@ def play(env: IntercodeSqlEnv, task: SqlTask, *queries: str) -> tuple[str, float
     return obs, reward
 
 
-def test_shipped_experts_reach_one(backend):
-    """Every shipped gold query scores 1.0, through the scripted expert's trajectory."""
+@pytest.mark.parametrize("mode", ["intercode", "canonical"])
+def test_shipped_experts_reach_one(backend, mode):
+    """Every shipped gold query scores 1.0, through the scripted expert's trajectory, under
+    both comparisons (gold and agent rows come from the same backend)."""
     tasks = shipped_tasks()
     assert len(tasks) == 23
-    env = IntercodeSqlEnv({t.id: t for t in tasks}, backend)
+    env = IntercodeSqlEnv({t.id: t for t in tasks}, backend, reward_mode=mode)
     for task in tasks:
         trajectory = expert_trajectory(env, task)
         assert trajectory.reward == 1.0, (task.id, trajectory.turns[-2:])
@@ -110,6 +112,29 @@ def test_backends_agree_on_shipped_gold(sqlite_backend, mariadb_server):
 def test_rewards_of_wrong_queries(backend, queries, expected):
     env = IntercodeSqlEnv({MUSEUM.id: MUSEUM}, backend)
     assert play(env, MUSEUM, *queries)[1] == pytest.approx(expected)
+
+
+# Results that are equal only after canonicalisation, on each backend: SQLite's double
+# 0.1 + 0.2 = 0.30000000000000004 against 0.3 (equal once rounded to 6 decimals); MariaDB's
+# DECIMAL literals Decimal('1.5000') against Decimal('1.50') (both 1.5 as canonical values).
+NEAR_EQUAL = {
+    "sqlite": ("SELECT 0.3", "SELECT 0.1 + 0.2"),
+    "mysql": ("SELECT 1.50", "SELECT 1.5000"),
+}
+
+
+@pytest.mark.parametrize("mode, expected", [("intercode", 0.0), ("canonical", 1.0)])
+def test_reward_mode_reaches_the_env(backend, mode, expected):
+    """One row each. intercode: the driver's values print differently -> shared 0 -> 0.0;
+    canonical: the same row -> IoU 1, tau undefined for one row -> 1.0."""
+    gold, agent = NEAR_EQUAL[backend.name]
+    task = SqlTask("sql-0901", "museum_visit", "A number?", gold)
+    env = IntercodeSqlEnv({task.id: task}, backend, reward_mode=mode)
+    obs, reward = play(env, task, agent)
+    assert reward == expected
+    assert play(env, task, gold)[1] == 1.0  # gold against gold: 1.0 in both modes
+    with pytest.raises(ValueError, match="reward_mode"):
+        IntercodeSqlEnv({task.id: task}, backend, reward_mode="fuzzy")
 
 
 def test_long_results_are_summarised_but_score_whole(backend):

@@ -2,11 +2,14 @@
 
 reward = IoU of the row multisets; if the shared rows give a Kendall tau-b (paired by
 position: the shared rows in the agent's order against the gold order), reward =
-round(tau * IoU, 2); both empty -> 1; an error -> 0.
+round(tau * IoU, 2); both empty -> 1; an error -> 0. Rows are compared as text: InterCode's
+`str(row)` of the driver's values (`intercode`, the default) or of canonical values
+(`canonical`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from decimal import Decimal
 
@@ -51,12 +54,45 @@ def test_rounding_follows_scipys_float_steps():
 
 
 def test_driver_types_are_canonical():
-    """MariaDB's Decimal/datetime and SQLite's int/float/text give the same rows."""
-    import datetime as dt
-
+    """MariaDB's Decimal/datetime and SQLite's int/float/text give the same rows (canonical
+    mode); InterCode's own comparison tells "(Decimal('329000'),)" from "(329000,)"."""
     assert canonical_row((Decimal("329000"), Decimal("5.00"), None, True)) == (329000, 5.0, None, 1)
     assert canonical_row((dt.datetime(2010, 1, 2, 3, 4, 5), b"x")) == ("2010-01-02 03:04:05", "x")
-    assert intercode_reward([(Decimal("329000"),)], [(329000,)]) == 1.0
+    assert intercode_reward([(Decimal("329000"),)], [(329000,)], "canonical") == 1.0
+    assert intercode_reward([(Decimal("329000"),)], [(329000,)], "intercode") == 0.0
+
+
+def test_decimal_scale_counts_under_intercode_only():
+    """Agent (Decimal('1.5000'),) against gold (Decimal('1.50'),).
+    intercode: the texts "(Decimal('1.5000'),)" and "(Decimal('1.50'),)" differ: shared 0,
+    union 2 -> IoU 0 -> 0.0 (as InterCode scores it on MariaDB).
+    canonical: both rows are (1.5,): shared 1, union 1 -> IoU 1; one shared row, so tau is
+    undefined and the IoU stays -> 1.0."""
+    agent, gold = [(Decimal("1.5000"),)], [(Decimal("1.50"),)]
+    assert intercode_reward(agent, gold) == 0.0  # the default is InterCode's comparison
+    assert intercode_reward(agent, gold, "intercode") == 0.0
+    assert intercode_reward(agent, gold, "canonical") == 1.0
+
+
+def test_reversed_dates_rank_by_their_text():
+    """Gold: the dates 2020-01-02, 2020-01-09, 2020-01-10 in that order; the agent's rows are
+    the same three reversed. IoU 1 in both modes; tau decides.
+    intercode: rows rank by "(datetime.date(2020, 1, D),)", i.e. by the text after "1, ":
+    "10),)" < "2),)" < "9),)", so the ranks are gold y = (1, 2, 0), agent x = (0, 2, 1).
+    Pairs 01: y+ x+ concordant; 02: y- x+ discordant; 12: y- x- concordant ->
+    tau = (2 - 1) / 3 -> round(1/3 * 1, 2) = 0.33 (what InterCode gives).
+    canonical: '2020-01-02' < '2020-01-09' < '2020-01-10' rank like the dates, every pair
+    of the reversal is discordant -> tau -1 -> -1.0."""
+    gold = [(dt.date(2020, 1, 2),), (dt.date(2020, 1, 9),), (dt.date(2020, 1, 10),)]
+    agent = gold[::-1]
+    assert intercode_reward(agent, gold, "intercode") == 0.33
+    assert intercode_reward(agent, gold, "canonical") == -1.0
+    assert intercode_reward(gold, gold, "intercode") == 1.0
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="unknown SQL reward mode"):
+        intercode_reward(GOLD, GOLD, "fuzzy")
 
 
 def test_kendall_tau_b_with_ties():

@@ -96,3 +96,8 @@ def test_handle_splits_and_config_errors(tmp_path, monkeypatch):
         build_env(EnvConfig(name="intercode_sql", sql=SqlConfig(task_file=None)), "train")
     with pytest.raises(ConfigError, match="env.sql.backend must be one of"):
         SqlConfig(backend="postgres")
+    assert train.make_env().reward_mode == "intercode"  # InterCode's comparison by default
+    canonical = EnvConfig(name="intercode_sql", sql=SqlConfig(test_size=5, reward="canonical"))
+    assert build_env(canonical, "test").make_env().reward_mode == "canonical"
+    with pytest.raises(ConfigError, match="env.sql.reward must be one of"):
+        SqlConfig(reward="fuzzy")

@@ -25,6 +25,7 @@ NLL_REDUCTIONS = ("sum", "mean")
 NLL_ON = ("all_chosen", "outcome_chosen")
 ENV_NAMES = ("toy", "alfworld", "intercode_sql", "webshop")
 SQL_BACKENDS = ("sqlite", "mysql")
+SQL_REWARDS = ("intercode", "canonical")
 
 
 class ConfigError(ValueError):
@@ -224,12 +225,19 @@ class SqlConfig:
     """Result rows shown in an observation (the full result still scores)."""
     observation_chars: int = 2000
     """Characters of result shown in an observation (paper's code: 350, cut mid-row)."""
+    reward: str = "intercode"
+    """How result rows are compared: `intercode` (InterCode's exact comparison: `str(row)` of
+    the values as the database driver returns them, so Decimal('1.5000') != Decimal('1.50'))
+    or `canonical` (values normalised first, `sql_reward.canonical_row`: the SQLite and
+    MariaDB backends then score alike)."""
 
     def __post_init__(self) -> None:
         if self.backend not in SQL_BACKENDS:
             raise ConfigError(
                 f"env.sql.backend must be one of {SQL_BACKENDS}, got {self.backend!r}"
             )
+        if self.reward not in SQL_REWARDS:
+            raise ConfigError(f"env.sql.reward must be one of {SQL_REWARDS}, got {self.reward!r}")
         if self.timeout_s <= 0 or self.max_result_rows < 1 or self.observation_rows < 1:
             raise ConfigError(
                 "env.sql.timeout_s, max_result_rows and observation_rows must be positive"

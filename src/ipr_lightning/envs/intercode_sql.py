@@ -11,8 +11,10 @@ first line of a block, IPR_SPEC § 3) in a read-only session of the task's datab
 them (`[(1, 'PP'), (4, 'BK')]`), summarised beyond `observation_rows` rows or
 `observation_chars` characters (the full rows still score), or the database's error text.
 `Action: submit` ends the episode with InterCode's reward of the last query's rows against
-the gold query's (`sql_reward.intercode_reward`). Reaching `max_turns` without submitting is
-truncated with reward 0, as in the paper.
+the gold query's (`sql_reward.intercode_reward`), rows compared as `reward_mode` says
+(`env.sql.reward`: `intercode`, the driver's raw values as InterCode compares them, or
+`canonical`); observations show canonical values in either mode. Reaching `max_turns`
+without submitting is truncated with reward 0, as in the paper.
 
 Tasks come from InterCode task files (`[{"db", "gold", "query", "hardness", ...}]`) or the
 23 questions of intercode-bench's `sql_queries.csv` (`sql_tasks.py`).
@@ -107,13 +109,17 @@ class IntercodeSqlEnv(TextEnv):
         max_turns: int = 10,
         observation_rows: int = 30,
         observation_chars: int = 2000,
-        gold_cache: dict[str, list[Row] | None] | None = None,
+        gold_cache: dict[str, QueryResult] | None = None,
+        reward_mode: str = "intercode",
     ) -> None:
         super().__init__()
+        if reward_mode not in ("intercode", "canonical"):
+            raise ValueError(f"reward_mode must be intercode or canonical, got {reward_mode!r}")
         self.tasks, self.backend, self.max_turns = tasks, backend, max_turns
         self.observation_rows, self.observation_chars = observation_rows, observation_chars
+        self.reward_mode = reward_mode
         self.gold_cache = {} if gold_cache is None else gold_cache
-        """Gold result rows per task id (None: the gold query fails); may be shared."""
+        """The gold query's result per task id; may be shared by envs of one backend."""
         self._session: Session | None = None
         self._last: QueryResult | None = None
 
@@ -134,7 +140,9 @@ class IntercodeSqlEnv(TextEnv):
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
         assert self._session is not None and self.task_id is not None
         if _SUBMIT.match(action):
-            reward = intercode_reward(self.last_rows, self.gold_rows(self.task_id))
+            gold = self.gold_result(self.task_id).scored_rows(self.reward_mode)
+            last = None if self._last is None else self._last.scored_rows(self.reward_mode)
+            reward = intercode_reward(last, gold, self.reward_mode)
             self.close()
             return f"Submitted. Reward: {reward}", reward, True, {"reward": reward}
         sql = sql_of(action)
@@ -154,15 +162,20 @@ class IntercodeSqlEnv(TextEnv):
         assert self._session is not None, "call reset() first"
         return [str(row[0]) for row in self._session.run("SHOW TABLES").rows or []]
 
-    def gold_rows(self, task_id: str) -> list[Row] | None:
+    def gold_result(self, task_id: str) -> QueryResult:
+        """The gold query's result (run once per task, then cached)."""
         if task_id not in self.gold_cache:
             task = self.tasks[task_id]
             session = self._session or self.backend.open(task.db)
             result = session.run(task.gold)
             if session is not self._session:
                 session.close()
-            self.gold_cache[task_id] = result.rows
+            self.gold_cache[task_id] = result
         return self.gold_cache[task_id]
+
+    def gold_rows(self, task_id: str) -> list[Row] | None:
+        """Canonical gold rows (None: the gold query fails on this backend)."""
+        return self.gold_result(task_id).rows
 
     def close(self) -> None:
         if self._session is not None:

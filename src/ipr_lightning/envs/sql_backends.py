@@ -50,6 +50,17 @@ class QueryResult:
     rows: list[Row] | None
     """Canonical result rows (`sql_reward.canonical_row`); None on error."""
     error: str | None = None
+    raw: list[Row] | None = None
+    """The rows as the database driver returned them (InterCode's reward compares these);
+    unset: the same as `rows`."""
+
+    def __post_init__(self) -> None:
+        if self.raw is None:
+            object.__setattr__(self, "raw", self.rows)
+
+    def scored_rows(self, mode: str) -> list[Row] | None:
+        """The rows the reward compares under `env.sql.reward` = `mode`."""
+        return self.raw if mode == "intercode" else self.rows
 
 
 def split_statements(sql: str) -> list[str]:
@@ -163,7 +174,7 @@ class SqliteSession(Session):
         if len(rows) > self.limits.max_rows:
             cursor.close()
             return self._too_many()
-        return QueryResult([canonical_row(r) for r in rows])
+        return QueryResult([canonical_row(r) for r in rows], raw=list(rows))
 
     def _show(self, text: str) -> QueryResult:
         if re.fullmatch(r"show\s+tables", text, re.I):
@@ -270,7 +281,7 @@ class MySQLSession(Session):
             return QueryResult(None, str(exc.args[1]) if len(exc.args) > 1 else str(exc))
         finally:
             self._close_cursor(cursor)
-        return QueryResult([canonical_row(r) for r in rows])
+        return QueryResult([canonical_row(r) for r in rows], raw=list(rows))
 
     def _kill_query(self) -> None:
         """KILL QUERY on this session's statement, from a second connection (users may kill

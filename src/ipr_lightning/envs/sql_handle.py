@@ -20,8 +20,13 @@ from ipr_lightning.data.records import Trajectory, Turn
 from ipr_lightning.envs.base import env_cache_dir
 from ipr_lightning.envs.build import EnvHandle, example_turns
 from ipr_lightning.envs.intercode_sql import SQL_ACTION_END, IntercodeSqlEnv, SqlBackend, SqlTask
-from ipr_lightning.envs.sql_backends import MySQLBackend, ServerAddress, SqliteBackend, SqlLimits
-from ipr_lightning.envs.sql_reward import Row
+from ipr_lightning.envs.sql_backends import (
+    MySQLBackend,
+    QueryResult,
+    ServerAddress,
+    SqliteBackend,
+    SqlLimits,
+)
 from ipr_lightning.envs.sql_tasks import (
     SPLITS,
     expert_trajectory,
@@ -102,7 +107,7 @@ def build_intercode_sql(cfg: EnvConfig, split: str) -> EnvHandle:
     backend = sql_backend(sql)
     check_databases(all_tasks, backend, sql.task_file)
     by_id = {t.id: t for t in tasks}
-    gold_cache: dict[str, list[Row] | None] = {}
+    gold_cache: dict[str, QueryResult] = {}
 
     def make_env() -> IntercodeSqlEnv:
         return IntercodeSqlEnv(
@@ -112,12 +117,15 @@ def build_intercode_sql(cfg: EnvConfig, split: str) -> EnvHandle:
             sql.observation_rows,
             sql.observation_chars,
             gold_cache,
+            sql.reward,
         )
 
     example: list[Turn] | None = None
     if cfg.in_context_example:  # a train question, never an evaluation one
         first_train = splits["train"][0]
-        env = IntercodeSqlEnv({first_train.id: first_train}, backend, cfg.max_turns)
+        env = IntercodeSqlEnv(
+            {first_train.id: first_train}, backend, cfg.max_turns, reward_mode=sql.reward
+        )
         example = example_turns(expert_trajectory(env, first_train))
         env.close()
 

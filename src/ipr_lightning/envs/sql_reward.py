@@ -1,6 +1,7 @@
 """InterCode-SQL's reward, and the value canonicalisation that makes two backends comparable.
 
-InterCode scores the result rows of the agent's last query against the gold query's rows:
+InterCode scores the result rows of the agent's last query against the gold query's rows
+(intercode-bench 0.1.22, `intercode/envs/sql/sql_env.py`, `SqlEnv.get_reward`):
 
     reward = |A ∩ G| / |A ∪ G|                       (multisets of rows, compared as text)
     reward = round(tau * reward, 2)                   if the shared rows give a Kendall tau
@@ -11,8 +12,19 @@ IoU is kept unrounded) when there is only one shared row or no order can be told
 results empty -> 1. An error instead of rows -> 0. A reversed order can make the reward
 negative: that is InterCode's formula, kept as it is.
 
-Rows are compared as `str(row)` of canonical values (`canonical_row`), so MariaDB's
-`Decimal('329000')` and SQLite's `329000` are the same row.
+What is compared (`mode`, `env.sql.reward`):
+- `intercode` (default): exactly InterCode's `str(row)` of each row as the driver's
+  `fetchall()` returns it, and tau ranks those strings (lexicographic order). So
+  `(Decimal('1.5000'),)` and `(Decimal('1.50'),)` are different rows, and
+  `(datetime.date(2020, 1, 10),)` sorts before `(datetime.date(2020, 1, 2),)`. InterCode
+  reads MariaDB through mysql-connector; our MySQL backend reads it through pymysql, which
+  returns the same Python types for the column types of Spider's dump (int, Decimal,
+  float, str, date, datetime). SQLite returns only int, float, str, bytes and None (DECIMAL
+  columns are REAL, dates TEXT, SUM of ints an int), so on SQLite this mode is InterCode's
+  comparison of SQLite's values, not a copy of MariaDB's rewards; gold and agent run on the
+  same backend, so a gold query still scores 1.0 against itself on either.
+- `canonical`: rows are compared as `str(canonical_row(row))`, so MariaDB's
+  `Decimal('329000')` and SQLite's `329000` are the same row and both backends score alike.
 """
 
 from __future__ import annotations
@@ -99,12 +111,25 @@ def _shared_in_order(items: list[str], shared: Counter[str]) -> list[str]:
     return out
 
 
-def intercode_reward(agent: list[Row] | None, gold: list[Row] | None) -> float:
-    """InterCode-SQL's reward of the agent's last result rows (None: an error or no query)."""
+def row_text(row: Sequence[Any], mode: str = "intercode") -> str:
+    """The text a row is compared as: InterCode's `str(row)` of the driver's values
+    (`intercode`), or of `canonical_row(row)` (`canonical`)."""
+    if mode == "intercode":
+        return str(tuple(row))
+    if mode == "canonical":
+        return str(canonical_row(row))
+    raise ValueError(f"unknown SQL reward mode {mode!r}; expected intercode or canonical")
+
+
+def intercode_reward(
+    agent: list[Row] | None, gold: list[Row] | None, mode: str = "intercode"
+) -> float:
+    """InterCode-SQL's reward of the agent's last result rows (None: an error or no query),
+    rows compared as `row_text(row, mode)`."""
     if agent is None or gold is None:
         return 0.0
-    agent_text = [str(canonical_row(r)) for r in agent]
-    gold_text = [str(canonical_row(r)) for r in gold]
+    agent_text = [row_text(r, mode) for r in agent]
+    gold_text = [row_text(r, mode) for r in gold]
     count_agent, count_gold = Counter(agent_text), Counter(gold_text)
     union = count_agent | count_gold
     if not union:
