@@ -17,13 +17,17 @@ import sys
 from pathlib import Path
 
 import torch
-from peft import PeftModel
 
 from ipr_lightning.cli import USER_ERRORS
 from ipr_lightning.config import ConfigError, RunConfig, load_config
 from ipr_lightning.data.render import ensure_chat_template
 from ipr_lightning.envs.build import build_env
-from ipr_lightning.models import load_adapter_weights, load_model, load_tokenizer
+from ipr_lightning.models import (
+    can_merge_exactly,
+    load_adapter_weights,
+    load_model,
+    load_tokenizer,
+)
 from ipr_lightning.rollout.evaluate import EvalReport, evaluate
 from ipr_lightning.rollout.policy import HFPolicy, Sampling
 
@@ -70,9 +74,11 @@ def build_policy(cfg: RunConfig, adapter: Path | None) -> HFPolicy:
     model = load_model(cfg.model)
     if adapter is not None:
         load_adapter_weights(model, adapter)
-    if isinstance(model, PeftModel) and cfg.model.quantization == "none":
-        # One adapter, no training: fold it into the weights. Decoding then skips the extra
-        # LoRA matmuls and Python hops in every linear layer (several times faster on CPU).
+    if can_merge_exactly(model):
+        # One adapter, no training: fold it into the fp32 weights (one rounding, ~1e-7).
+        # Decoding then skips the extra LoRA matmuls and Python hops in every linear layer
+        # (several times faster on CPU). bf16/fp16 or 4-bit weights keep the adapter unmerged:
+        # merging would round the LoRA update into them and evaluate a different policy.
         model = model.merge_and_unload()
     if torch.cuda.is_available() and cfg.model.quantization == "none":
         model = model.cuda()
