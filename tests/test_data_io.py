@@ -147,6 +147,21 @@ def test_pairs_round_trip_with_metadata(tmp_path):
     assert [p.is_step for p in pairs] == [True, False]
 
 
+def test_pairs_round_trip_with_prompt_start(tmp_path):
+    history = [Turn("assistant", "Action: go to drawer 1"), Turn("user", "Observation: closed")]
+    pairs = [
+        make_pair(prompt=PROMPT + history, prompt_start=3),
+        make_pair(id="q", prompt_start=3),  # no history: prompt_start is the whole prompt
+        make_pair(id="r"),
+    ]
+    for style in ("sharegpt", "chat"):
+        write_pairs(tmp_path / "pairs.json", pairs, style=style)
+        raw = json.loads((tmp_path / "pairs.json").read_text())
+        assert [r.get("prompt_start") for r in raw] == [3, 3, None]
+        assert "prompt_start" not in raw[2]
+        assert read_pairs(tmp_path / "pairs.json") == pairs
+
+
 @pytest.mark.parametrize(
     ("mutate", "field", "problem"),
     [
@@ -157,6 +172,11 @@ def test_pairs_round_trip_with_metadata(tmp_path):
         (lambda r: r.update(pair_type="trajectory"), "pair_type", "one of"),
         (lambda r: r.update(iteration="2"), "iteration", "integer"),
         (lambda r: r.update(chosen_reward=[1]), "chosen_reward", "number"),
+        (lambda r: r.update(prompt_start=-1), "prompt_start", "between 0 and the 3 prompt"),
+        (lambda r: r.update(prompt_start=4), "prompt_start", "between 0 and the 3 prompt"),
+        (lambda r: r.update(prompt_start="3"), "prompt_start", "must be an integer, got str"),
+        (lambda r: r.update(prompt_start=True), "prompt_start", "must be an integer, got bool"),
+        (lambda r: r.update(prompt_start=2), "prompt_start", "prompt turn 2 is a user turn"),
     ],
 )
 def test_malformed_pairs(tmp_path, mutate, field, problem):
@@ -168,7 +188,7 @@ def test_malformed_pairs(tmp_path, mutate, field, problem):
         read_pairs(path)
     message = str(info.value)
     assert "record 0 (id='p')" in message and f"field '{field}'" in message
-    assert problem in message
+    assert problem in message and "\n" not in message
 
 
 def test_trajectory_record_defaults():

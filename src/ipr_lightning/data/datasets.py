@@ -1,7 +1,9 @@
 """Map-style datasets over rendered conversations and pairs, with truncation counts.
 
 Rendering happens once, up front (tokenising a few thousand trajectories takes seconds), so
-the counts of truncated rows are known before training starts and can be reported.
+the counts of truncated rows are known before training starts and can be reported. SFT rows
+are cut on the right; pairs first lose old prompt history (`render.render_pair`), and a pair
+left with nothing to train on one side is not served.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from ipr_lightning.data.records import PreferencePair, Trajectory
-from ipr_lightning.data.render import Rendered, pad_batch, render_conversation
+from ipr_lightning.data.render import (
+    FittedPair,
+    Rendered,
+    pad_batch,
+    render_conversation,
+    render_pair,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,23 +96,88 @@ class RenderedPair:
     ref_rejected_logp: float | None
 
 
+@dataclass
+class PairStats:
+    """What fitting preference pairs into `max_length` did; a pair may count in several."""
+
+    pairs: int = 0
+    """Pairs given to the dataset."""
+    served: int = 0
+    """Pairs in the dataset (all but `dropped_untrained`)."""
+    too_long: int = 0
+    """Pairs with a side longer than max_length as rendered in full."""
+    history_shortened: int = 0
+    """Pairs whose oldest prompt history turns were dropped (the same on both sides)."""
+    history_turns_dropped: int = 0
+    """Prompt turns dropped in all (two per action/observation)."""
+    cut_right: int = 0
+    """Pairs with a side cut on the right: still too long with no history left to drop."""
+    dropped_untrained: int = 0
+    """Pairs not served: the chosen or the rejected side had no trained token left."""
+    trained_tokens: int = 0
+    """Trained tokens of the served pairs, both sides."""
+
+    def add(self, fitted: FittedPair) -> bool:
+        """Count one pair; True when it has trained tokens on both sides (serve it)."""
+        rows = (fitted.chosen, fitted.rejected)
+        self.pairs += 1
+        self.too_long += fitted.too_long
+        self.history_shortened += fitted.dropped_turns > 0
+        self.history_turns_dropped += fitted.dropped_turns
+        self.cut_right += any(r.truncated for r in rows)
+        if any(r.num_trained == 0 for r in rows):
+            self.dropped_untrained += 1
+            return False
+        self.served += 1
+        self.trained_tokens += sum(r.num_trained for r in rows)
+        return True
+
+    def report(self, what: str, max_length: int) -> None:
+        if self.too_long:
+            log.warning(
+                "%s: %d of %d pairs exceed max_length=%d: %d shortened by dropping %d old "
+                "history turns, %d cut on the right, %d dropped with nothing left to train "
+                "on one side; %d served",
+                what,
+                self.too_long,
+                self.pairs,
+                max_length,
+                self.history_shortened,
+                self.history_turns_dropped,
+                self.cut_right,
+                self.dropped_untrained,
+                self.served,
+            )
+
+
 class PairDataset(Dataset):
-    """Preference pairs: prompt + chosen and prompt + rejected, only completions trained."""
+    """Preference pairs: prompt + chosen and prompt + rejected, only completions trained.
+
+    Too-long pairs lose old prompt history, then are cut on the right (`render_pair`); a pair
+    with no trained token left on a side would only add a constant log 2 to the loss, so it
+    is counted in `stats.dropped_untrained` and not served.
+    """
 
     def __init__(
         self, pairs: Sequence[PreferencePair], tokenizer: PreTrainedTokenizerBase, max_length: int
     ) -> None:
-        self.stats = RenderStats()
+        self.stats = PairStats()
         self.rows = []
-        for p in pairs:
-            start = len(p.prompt)
-            chosen = render_conversation(tokenizer, p.prompt + p.chosen, max_length, start)
-            rejected = render_conversation(tokenizer, p.prompt + p.rejected, max_length, start)
-            self.stats.add(chosen)
-            self.stats.add(rejected)
-            self.rows.append(
-                RenderedPair(chosen, rejected, p.is_step, p.ref_chosen_logp, p.ref_rejected_logp)
-            )
+        self.sources: list[int] = []
+        """Index in `pairs` of each served row."""
+        for index, p in enumerate(pairs):
+            fitted = render_pair(tokenizer, p, max_length)
+            if self.stats.add(fitted):
+                self.sources.append(index)
+                self.rows.append(
+                    RenderedPair(
+                        fitted.chosen,
+                        fitted.rejected,
+                        p.is_step,
+                        p.ref_chosen_logp,
+                        p.ref_rejected_logp,
+                    )
+                )
         self.stats.report("preference pairs", max_length)
 
     def __len__(self) -> int:

@@ -6,7 +6,7 @@ Accepted shapes (a JSON list, or JSON Lines with one record per line):
                   or turns as {"role": "user"|"assistant"|"system", "content"}
     pairs         [{"id", "prompt": [turns], "chosen": [turns], "rejected": [turns],
                     "pair_type": "outcome"|"step", "chosen_reward", "rejected_reward",
-                    "iteration", "ref_chosen_logp", "ref_rejected_logp", ...}]
+                    "iteration", "ref_chosen_logp", "ref_rejected_logp", "prompt_start", ...}]
 
 Any problem raises `DataFileError` naming the file, the record (index and id) and the field.
 No record is ever dropped silently; unknown fields are kept in `meta` and written back.
@@ -18,7 +18,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ipr_lightning.data.records import PAIR_TYPES, PreferencePair, Trajectory, Turn
+from ipr_lightning.data.records import (
+    PAIR_TYPES,
+    PreferencePair,
+    Trajectory,
+    Turn,
+    history_turn_pairs,
+)
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "system": "system"}
 CHAT_ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
@@ -144,6 +150,19 @@ def _number(record: dict[str, Any], key: str, err: Any) -> float | None:
     return float(value)
 
 
+def _prompt_start(record: dict[str, Any], prompt: list[Turn], err: Any) -> int | None:
+    value = record.get("prompt_start")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise err(f"must be an integer, got {type(value).__name__}", "prompt_start")
+    try:
+        history_turn_pairs(prompt, value)
+    except ValueError as exc:
+        raise err(str(exc), "prompt_start") from None
+    return value
+
+
 def _check_unique(ids: list[str], path: Path) -> None:
     seen: dict[str, int] = {}
     for i, rid in enumerate(ids):
@@ -197,11 +216,19 @@ def read_pairs(path: str | Path) -> list[PreferencePair]:
         ):
             raise err(f"must be an integer, got {type(iteration).__name__}", "iteration")
         scalars = {k: _number(record, k, err) for k in PAIR_SCALARS}
-        known = {"id", "pair_type", "iteration", *PAIR_FIELDS, *PAIR_SCALARS}
+        known = {"id", "pair_type", "iteration", "prompt_start", *PAIR_FIELDS, *PAIR_SCALARS}
         meta = {k: v for k, v in record.items() if k not in known}
         out.append(
             PreferencePair(
-                rid, prompt, chosen, rejected, pair_type, iteration=iteration, meta=meta, **scalars
+                rid,
+                prompt,
+                chosen,
+                rejected,
+                pair_type,
+                iteration=iteration,
+                meta=meta,
+                prompt_start=_prompt_start(record, prompt, err),
+                **scalars,
             )
         )
     _check_unique([p.id for p in out], path)
@@ -256,6 +283,8 @@ def write_pairs(path: str | Path, pairs: list[PreferencePair], style: str = "sha
         for key in PAIR_FIELDS:
             record[key] = turns_to_json(getattr(p, key), style)
         record.update({k: getattr(p, k) for k in PAIR_SCALARS if getattr(p, k) is not None})
+        if p.prompt_start is not None:
+            record["prompt_start"] = p.prompt_start
         record.update(p.meta)
         records.append(record)
     _write_json(path, records)

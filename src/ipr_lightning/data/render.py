@@ -9,17 +9,22 @@ to stop.
 
 Tokenizers without a chat template get `FALLBACK_CHAT_TEMPLATE` (set by
 `ensure_chat_template`), so training, generation and evaluation share one rendering path.
+
+Too-long rows: a conversation is cut on the right (`render_conversation`); a preference pair
+first loses whole (action, observation) history turns of its prompt, oldest first, so that
+its completions stay trained (`render_pair`).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from ipr_lightning.data.records import Turn
+from ipr_lightning.data.records import PreferencePair, Turn, history_turn_pairs
 
 IGNORE_INDEX = -100
 
@@ -98,10 +103,20 @@ def assistant_spans(
     return text, spans
 
 
-def render_conversation(
-    tokenizer: PreTrainedTokenizerBase, turns: Sequence[Turn], max_length: int, train_from: int = 0
-) -> Rendered:
-    """Token ids and labels for one conversation; only assistant turns >= train_from train."""
+@dataclass
+class _Encoded:
+    """A whole conversation as tokens: ids, labels and each token's first character."""
+
+    input_ids: list[int]
+    labels: list[int]
+    starts: list[int]
+
+    def cut(self, max_length: int) -> Rendered:
+        n = max_length
+        return Rendered(self.input_ids[:n], self.labels[:n], len(self.input_ids) > n)
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, turns: Sequence[Turn], train_from: int) -> _Encoded:
     text, spans = assistant_spans(tokenizer, turns, train_from)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
@@ -113,8 +128,97 @@ def render_conversation(
             span = next(span_iter, None)
         if span is not None and span[0] <= start < span[1]:
             labels[k] = ids[k]
-    truncated = len(ids) > max_length
-    return Rendered(ids[:max_length], labels[:max_length], truncated)
+    return _Encoded(ids, labels, [start for start, _ in offsets])
+
+
+def render_conversation(
+    tokenizer: PreTrainedTokenizerBase, turns: Sequence[Turn], max_length: int, train_from: int = 0
+) -> Rendered:
+    """Token ids and labels for one conversation; only assistant turns >= train_from train.
+
+    A conversation longer than `max_length` tokens is cut on the right (`truncated`)."""
+    return _encode(tokenizer, turns, train_from).cut(max_length)
+
+
+@dataclass
+class FittedPair:
+    """The two rows of a preference pair after fitting them into `max_length`."""
+
+    chosen: Rendered
+    rejected: Rendered
+    dropped_turns: int
+    """History turns dropped from the prompt (two per action/observation), same on both rows."""
+
+    @property
+    def too_long(self) -> bool:
+        """A side did not fit in full: history was dropped or a row was cut on the right."""
+        return self.dropped_turns > 0 or self.chosen.truncated or self.rejected.truncated
+
+
+def drop_history(prompt: Sequence[Turn], prompt_start: int | None, pairs: int) -> list[Turn]:
+    """The prompt without its `pairs` oldest (assistant, user) history pairs."""
+    if not pairs:
+        return list(prompt)
+    assert prompt_start is not None
+    return list(prompt[:prompt_start]) + list(prompt[prompt_start + 2 * pairs :])
+
+
+def render_pair(
+    tokenizer: PreTrainedTokenizerBase, pair: PreferencePair, max_length: int
+) -> FittedPair:
+    """prompt + chosen and prompt + rejected rows, only the completions trained.
+
+    When either row is longer than `max_length`, whole (action, observation) history pairs
+    after `pair.prompt_start` are dropped, oldest first, the same number on both sides (they
+    keep one prompt) and as few as needed for both to fit. The number is estimated from the
+    token counts of the full row and checked by rendering again. Only when no history is left
+    to drop (or `prompt_start` is None) are rows cut on the right.
+    """
+    try:
+        history = history_turn_pairs(pair.prompt, pair.prompt_start)
+    except ValueError as exc:
+        raise ValueError(f"pair {pair.id!r}: prompt_start: {exc}") from None
+    bounds = None
+    drop = 0
+    while True:
+        prompt = drop_history(pair.prompt, pair.prompt_start, drop)
+        rows = [
+            _encode(tokenizer, prompt + side, len(prompt)) for side in (pair.chosen, pair.rejected)
+        ]
+        excess = max(len(r.input_ids) for r in rows) - max_length
+        if excess <= 0 or drop == history:
+            return FittedPair(rows[0].cut(max_length), rows[1].cut(max_length), 2 * drop)
+        if bounds is None:  # drop == 0: rows are the full rows
+            bounds = _HistoryBounds(tokenizer, pair.prompt, pair.prompt_start, rows[0].starts)
+        more = drop + 1
+        while more < history and bounds[more] - bounds[drop] < excess:
+            more += 1
+        drop = more
+
+
+class _HistoryBounds:
+    """`bounds[i]`: index of the first token of history pair i in a full row (i = number of
+    pairs: the first completion token). Rendered on demand, oldest first, so dropping a few
+    pairs renders only a few short prompt prefixes."""
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        prompt: Sequence[Turn],
+        prompt_start: int | None,
+        starts: list[int],
+    ) -> None:
+        assert prompt_start is not None
+        self.tokenizer, self.prompt, self.prompt_start = tokenizer, prompt, prompt_start
+        self.starts = starts
+        self.known: list[int] = []
+
+    def __getitem__(self, i: int) -> int:
+        while len(self.known) <= i:
+            end = self.prompt_start + 2 * len(self.known)
+            chars = len(_template(self.tokenizer, self.prompt[:end], False)) if end else 0
+            self.known.append(bisect_left(self.starts, chars))
+        return self.known[i]
 
 
 def pad_batch(rows: Sequence[Rendered], pad_id: int) -> dict[str, torch.Tensor]:

@@ -49,8 +49,16 @@ class PairRules:
 
 
 def outcome_pair(
-    task_id: str, prompt: list[Turn], expert: Side, agent: Side, rules: PairRules, iteration: int
+    task_id: str,
+    prompt: list[Turn],
+    expert: Side,
+    agent: Side,
+    rules: PairRules,
+    iteration: int,
+    prompt_start: int | None = None,
 ) -> PreferencePair | None:
+    """`prompt_start`: leading prompt turns that are the conversation start (see
+    `PreferencePair.prompt_start`); stored on the pair."""
     diff = expert.reward - agent.reward
     if not _above(abs(diff), rules.tau_traj):
         return None
@@ -65,6 +73,7 @@ def outcome_pair(
         rejected_reward=rejected.reward,
         iteration=iteration,
         meta={"task_id": task_id, "step": 0, "winner": "expert" if diff > 0 else "agent"},
+        prompt_start=prompt_start,
     )
 
 
@@ -88,7 +97,10 @@ def step_pair(
     agent: Side,
     rules: PairRules,
     iteration: int,
+    prompt_start: int | None = None,
 ) -> PreferencePair | None:
+    """`prompt_start`: leading prompt turns that are the conversation start; the expert
+    actions and observations after it may be dropped when the pair is too long."""
     winner = step_winner(expert, agent, rules)
     if winner is None:
         return None
@@ -113,4 +125,5 @@ def step_pair(
             "chosen_value": chosen.value,
             "rejected_value": rejected.value,
         },
+        prompt_start=prompt_start,
     )
