@@ -16,7 +16,13 @@ an iteration follows:
 
 Resuming (`ipr-fit --resume`) from that checkpoint finishes an interrupted evaluation and
 re-enters step 2: finished episodes come from the store, the rest are run, the pairs are the
-same.
+same. After the last phase Lightning has nothing left to fit and skips a resumed fit, so its
+evaluation is finished in `on_fit_end` (which Lightning calls either way).
+
+An iteration without pairs to train on (none built, or none left after truncation) skips
+training — the DataModule serves one empty batch so the fit goes on — and is still evaluated
+and recorded, with `trained: false` in its phase row. With full fine-tuning the frozen
+policies are whole-model copies, saved beside the run (`frozen_<name>/`) and reloaded on resume.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +44,11 @@ from ipr_lightning.data.datasets import PairCollator, PairDataset
 from ipr_lightning.data.io import read_pairs, write_pairs
 from ipr_lightning.data.records import PreferencePair
 from ipr_lightning.envs.build import EnvHandle
-from ipr_lightning.ipr.explore import ExpertTask, Exploration, ExploreSettings
+from ipr_lightning.ipr.experts import ExpertTask
+from ipr_lightning.ipr.explore import Exploration, ExploreSettings
 from ipr_lightning.ipr.pairs import PairRules
 from ipr_lightning.ipr.store import RolloutStore
-from ipr_lightning.models import POLICY, add_reference_adapter, reference_context, save_adapter
+from ipr_lightning.models import POLICY, save_adapter
 from ipr_lightning.rollout.evaluate import evaluate
 from ipr_lightning.rollout.policy import HFPolicy, Sampling
 
@@ -101,16 +109,12 @@ class IPRLoop(L.Callback):
     # --- hooks ------------------------------------------------------------------------------
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        for name in list(module.missing_frozen):  # full fine-tuning, resumed
+            module.load_frozen(name, self.out / f"frozen_{name}")
         epoch = trainer.current_epoch
         done = self.phase_of(epoch - 1) if epoch > 0 else -1
         if done >= 0 and epoch - 1 == self._last_epoch_of(done):  # resumed at a boundary
-            self._record(
-                {
-                    "phase": self._name(done),
-                    "train_seconds": None,
-                    **self._evaluate(trainer, module, done),
-                }
-            )
+            self._finish_phase(trainer, module, done, None)
         k = self.phase_of(epoch)
         if k >= 1 and trainer.datamodule.pairs_file != str(self.pairs_path(self.out, k)):
             self._start_iteration(trainer, module, k)  # resumed into a preference phase
@@ -119,18 +123,22 @@ class IPRLoop(L.Callback):
         k = self.phase_of(trainer.current_epoch)
         if trainer.current_epoch != self._last_epoch_of(k):
             return
-        row = {
-            "phase": self._name(k),
-            "train_seconds": round(time.perf_counter() - self._phase_start, 1),
-        }
+        seconds = round(time.perf_counter() - self._phase_start, 1)
         # The phase's training is done: keep it before the long evaluation and exploration,
         # so a kill during either resumes right here instead of retraining the phase.
         trainer.save_checkpoint(self.out / "checkpoints" / "last.ckpt")
-        row.update(self._evaluate(trainer, module, k))
-        self._record(row)
+        self._finish_phase(trainer, module, k, seconds)
         if k < self.k_max:
             self._start_iteration(trainer, module, k + 1)
         self._phase_start = time.perf_counter()
+
+    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        """A run killed during the last phase's evaluation resumes into a fit that Lightning
+        skips (every epoch is done): evaluate and record that phase here."""
+        k = self.k_max
+        if trainer.current_epoch > self._last_epoch_of(k) and not self._recorded(k):
+            module.to(trainer.strategy.root_device)  # Lightning's teardown moved it off
+            self._finish_phase(trainer, module, k, None)
 
     # --- pieces -----------------------------------------------------------------------------
 
@@ -138,16 +146,36 @@ class IPRLoop(L.Callback):
     def _name(k: int) -> str:
         return "sft" if k == 0 else f"iteration {k}"
 
-    def _record(self, row: dict[str, Any]) -> None:
+    def _recorded(self, k: int) -> bool:
         path = self.out / "phases.jsonl"
-        done = (
-            {json.loads(line)["phase"] for line in path.read_text().splitlines()}
-            if path.is_file()
-            else set()
-        )
-        if row["phase"] not in done:  # a resumed run does not repeat a finished phase's row
-            with path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+        if not path.is_file():
+            return False
+        done = {json.loads(line)["phase"] for line in path.read_text().splitlines()}
+        return self._name(k) in done
+
+    def _finish_phase(
+        self, trainer: L.Trainer, module: L.LightningModule, k: int, seconds: float | None
+    ) -> None:
+        """Evaluate phase k's policy and append its row to phases.jsonl (once per phase)."""
+        if self._recorded(k):  # a resumed run does not repeat a finished phase's row
+            return
+        row: dict[str, Any] = {"phase": self._name(k), "train_seconds": seconds}
+        if k >= 1:
+            trained = self._trained_pairs(k)
+            row["trained"] = trained > 0
+            if not trained:
+                row["train_seconds"] = None
+                row["note"] = "no pairs to train on: training skipped"
+        row.update(self._evaluate(trainer, module, k))
+        with (self.out / "phases.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def _trained_pairs(self, k: int) -> int:
+        """Pairs iteration k trained on (after truncation), from its stats."""
+        stats = self.pairs_path(self.out, k).parent / "stats.json"
+        if not stats.is_file():
+            return 0
+        return int(json.loads(stats.read_text()).get("pairs/trained", 0))
 
     def _evaluate(self, trainer: L.Trainer, module: L.LightningModule, k: int) -> dict:
         if self.eval_handle is None or not self.cfg.ipr.eval_every_phase:
@@ -192,71 +220,93 @@ class IPRLoop(L.Callback):
         )
         return json.loads((folder / "summary.json").read_text())
 
+    def _freeze(self, trainer: L.Trainer, module: L.LightningModule, name: str) -> None:
+        """Freeze the current policy as `name`; whole-model copies (full fine-tuning) are also
+        saved, since checkpoints hold only what trains."""
+        module.freeze_policy(name)
+        if name in module.frozen and trainer.is_global_zero:
+            save_adapter(module.frozen[name], self.out / f"frozen_{name}")
+
     def _start_iteration(self, trainer: L.Trainer, module: L.LightningModule, k: int) -> None:
-        model = module.model
-        if SFT not in model.peft_config:  # the SFT policy, frozen for the rest of the run
-            add_reference_adapter(model, POLICY, SFT)
-            save_adapter(model, self.out / "adapter_sft", POLICY)
+        if not module.has_frozen(SFT):  # the SFT policy, frozen for the rest of the run
+            self._freeze(trainer, module, SFT)
+            if SFT not in module.frozen and trainer.is_global_zero:  # LoRA: keep SFT's adapter
+                save_adapter(module.model, self.out / "adapter_sft", POLICY)
         reference = SFT
         if self.cfg.ipr.reference == "previous":
-            add_reference_adapter(model, POLICY, PREVIOUS)
+            self._freeze(trainer, module, PREVIOUS)
             reference = PREVIOUS
         module.reference_adapter = reference
         path = self.pairs_path(self.out, k)
+        ipr = self.cfg.ipr
         if path.is_file():
             pairs = read_pairs(path)
         else:
-            start = time.perf_counter()
-            ipr = self.cfg.ipr
-            explorer = HFPolicy(
-                model, self.tokenizer, POLICY, ipr.batch_size, kv_cache_gb=ipr.kv_cache_gb
-            )
-            scorer = HFPolicy(
-                model, self.tokenizer, SFT, ipr.batch_size, kv_cache_gb=ipr.kv_cache_gb
-            )
-            result = self.exploration.iteration(k, explorer, scorer)
-            pairs = result.pairs
-            if ipr.precompute_reference and pairs:
-                pairs = self._with_reference_logps(trainer, module, pairs, reference)
-            write_pairs(path, pairs)  # last: its presence marks a finished exploration
-            caches = [p.cache for p in (explorer, scorer) if p.cache is not None]
-            stats = {
-                **result.stats,
-                "explore/wall_seconds": round(time.perf_counter() - start, 1),
-                # prompt tokens run through the model vs served from the KV cache (this process)
-                "explore/prefilled_tokens": sum(c.prefilled_tokens for c in caches),
-                "explore/reused_tokens": sum(c.reused_tokens for c in caches),
-            }
-            (path.parent / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
-            for logger in trainer.loggers:
-                logger.log_metrics(
-                    {k_: float(v) for k_, v in stats.items()}, step=trainer.global_step
-                )
+            pairs = self._explore(trainer, module, k, path)
         if not pairs:
             log.warning("iteration %d produced no pairs: its preference epochs train nothing", k)
         trainer.datamodule.use_pairs(path)
-        d, ipr = self.cfg.data, self.cfg.ipr
-        steps = math.ceil(math.ceil(len(pairs) / d.batch_size) / trainer.accumulate_grad_batches)
+        d = self.cfg.data
+        trained = self._trained_pairs(k)
+        steps = math.ceil(math.ceil(trained / d.batch_size) / trainer.accumulate_grad_batches)
         module.begin_phase(
             "preference",
             max(1, steps * ipr.epochs),
             lr=ipr.lr,
             schedule=ipr.schedule,
             warmup_ratio=ipr.warmup_ratio,
+            fresh_optimizer=ipr.fresh_optimizer,
+            disable_dropout=ipr.disable_dropout,
         )
+
+    def _explore(
+        self, trainer: L.Trainer, module: L.LightningModule, k: int, path: Path
+    ) -> list[PreferencePair]:
+        """Explore, score and pair iteration k; writes its stats.json, then pairs.json last
+        (its presence marks a finished exploration)."""
+        start = time.perf_counter()
+        ipr = self.cfg.ipr
+
+        def policy(name: str) -> HFPolicy:
+            model, adapter = module.acting(name)
+            return HFPolicy(
+                model, self.tokenizer, adapter, ipr.batch_size, kv_cache_gb=ipr.kv_cache_gb
+            )
+
+        explorer, scorer = policy(POLICY), policy(SFT)
+        result = self.exploration.iteration(k, explorer, scorer)
+        data = PairDataset(result.pairs, self.tokenizer, self.cfg.data.max_length)
+        pairs = result.pairs
+        if ipr.precompute_reference and data.rows:
+            pairs = self._with_reference_logps(trainer, module, pairs, data)
+        caches = [p.cache for p in (explorer, scorer) if p.cache is not None]
+        stats = {
+            **result.stats,
+            "pairs/trained": data.stats.served,
+            "pairs/history_shortened": data.stats.history_shortened,
+            "pairs/cut_right": data.stats.cut_right,
+            "pairs/dropped_untrained": data.stats.dropped_untrained,
+            "explore/wall_seconds": round(time.perf_counter() - start, 1),
+            # prompt tokens run through the model vs served from the KV cache (this process)
+            "explore/prefilled_tokens": sum(c.prefilled_tokens for c in caches),
+            "explore/reused_tokens": sum(c.reused_tokens for c in caches),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (path.parent / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
+        write_pairs(path, pairs)
+        for logger in trainer.loggers:
+            logger.log_metrics({k_: float(v) for k_, v in stats.items()}, step=trainer.global_step)
+        return pairs
 
     def _with_reference_logps(
         self,
         trainer: L.Trainer,
         module: L.LightningModule,
         pairs: list[PreferencePair],
-        adapter: str,
+        data: PairDataset,
     ) -> list[PreferencePair]:
-        """Token-summed reference log-probs of both sides of every pair, computed now with
-        the training forward (same rendering, truncation and precision)."""
-        from dataclasses import replace
-
-        data = PairDataset(pairs, self.tokenizer, self.cfg.data.max_length)
+        """Token-summed reference log-probs of both sides of every served pair, computed now
+        with the training forward (same rendering, truncation and precision)."""
         loader = DataLoader(
             data,
             batch_size=self.cfg.data.batch_size,
@@ -265,16 +315,16 @@ class IPRLoop(L.Callback):
         chosen, rejected = [], []
         with (
             torch.no_grad(),
-            reference_context(module.model, adapter),
+            module.reference() as model,
             trainer.precision_plugin.forward_context(),
         ):
             for batch in loader:
                 batch = {k: v.to(module.device) for k, v in batch.items()}
-                logps, _ = module.sequence_logps(batch)
+                logps, _ = module.sequence_logps(batch, model)
                 c, r = logps.float().chunk(2)
                 chosen += c.tolist()
                 rejected += r.tolist()
-        return [
-            replace(p, ref_chosen_logp=c, ref_rejected_logp=r)
-            for p, c, r in zip(pairs, chosen, rejected, strict=True)
-        ]
+        out = list(pairs)
+        for i, c, r in zip(data.sources, chosen, rejected, strict=True):
+            out[i] = replace(out[i], ref_chosen_logp=c, ref_rejected_logp=r)
+        return out

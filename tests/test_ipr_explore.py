@@ -11,7 +11,8 @@ from toy_policies import toy_oracle
 from ipr_lightning.config import EnvConfig
 from ipr_lightning.data.records import Turn
 from ipr_lightning.envs.build import build_env
-from ipr_lightning.ipr.explore import Exploration, ExploreSettings, expert_tasks
+from ipr_lightning.ipr.experts import expert_tasks
+from ipr_lightning.ipr.explore import Exploration, ExploreSettings
 from ipr_lightning.ipr.pairs import PairRules, Side, outcome_pair, step_pair, step_winner
 from ipr_lightning.ipr.store import RolloutStore
 from ipr_lightning.rollout.policy import Generation, Policy, ScriptedPolicy
@@ -112,19 +113,20 @@ def test_mc_value_is_the_mean_of_the_n_outcomes(toy, tmp_path):
     values = ex.expert_values(CountingScorer(good=2))
     for t in tasks:
         n = len(t.actions)
-        assert [values[(t.task_id, k)] for k in range(1, n)] == [0.4] * (n - 1)
+        assert [values[(t.task_id, k)] for k in range(2, n)] == [0.4] * (n - 2)
         assert values[(t.task_id, n)] == 1.0  # the last action wins: its own reward
-    assert len(ex.store) == 5 * sum(len(t.actions) - 1 for t in tasks)
+        assert (t.task_id, 1) not in values  # a_1 is never compared: not paid for
+    assert len(ex.store) == 5 * sum(len(t.actions) - 2 for t in tasks)
 
 
 def test_prefix_is_replayed_in_the_env_not_copied(toy, tmp_path, caplog):
     handle, tasks = toy
     task = tasks[0]
-    turns = [
-        Turn(t.role, "Observation: FORGED") if t.content.startswith("Observation") else t
-        for t in task.turns
-    ]
-    forged = replace(task, turns=turns)
+    steps = tuple(
+        replace(s, observation="Observation: FORGED") if s.observation else s
+        for s in task.dialogue.steps
+    )
+    forged = replace(task, dialogue=replace(task.dialogue, steps=steps))
     ex = Exploration(
         handle,
         [forged],
@@ -134,11 +136,9 @@ def test_prefix_is_replayed_in_the_env_not_copied(toy, tmp_path, caplog):
     )
     explored = ex.explore(1, ScriptedPolicy(toy_oracle))
     ep = explored[(task.task_id, 2)]
-    prefix = ep.turns[: len(task.start) + 4]
-    assert [t.content for t in prefix[len(task.start) :] if t.role == "assistant"] == (
-        task.actions[:2]
-    )
-    assert prefix == task.turns[: len(prefix)]  # the env's own observations, not the record's
+    prefix = ep.dialogue.prefix(2)
+    assert ep.dialogue.actions[:2] == task.actions[:2]
+    assert prefix == task.dialogue.prefix(2)  # the env's own observations, not the record's
     assert "FORGED" not in json.dumps([t.content for t in ep.turns])
     with caplog.at_level("WARNING"):
         ex.iteration(1, ScriptedPolicy(toy_oracle), CountingScorer(1))

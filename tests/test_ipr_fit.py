@@ -14,12 +14,13 @@ import pytest
 import torch
 from ipr_lightning.callbacks import IPRLoop
 
-from ipr_lightning.config import RunConfig
+from ipr_lightning.config import LossConfig, OptimConfig, RunConfig
 from ipr_lightning.data.io import read_pairs
 from ipr_lightning.data.render import ensure_chat_template
 from ipr_lightning.envs.base import build_prompt
 from ipr_lightning.envs.build import build_env
 from ipr_lightning.ipr.explore import IterationResult
+from ipr_lightning.lightning.module import IPRModule
 from ipr_lightning.models import load_model, load_tokenizer
 from ipr_lightning.rollout.policy import HFPolicy, Sampling
 
@@ -146,10 +147,12 @@ def test_explorer_is_the_current_policy_and_scorer_the_frozen_sft_copy(tiny_mode
     trainer = SimpleNamespace(
         datamodule=SimpleNamespace(use_pairs=lambda path: None),
         accumulate_grad_batches=1,
+        is_global_zero=True,
         loggers=[],
         global_step=0,
     )
-    module = SimpleNamespace(model=model, reference_adapter=None, begin_phase=lambda *a, **k: None)
+    module = IPRModule(tiny_model_cfg, OptimConfig(), LossConfig())
+    module.model = model
     probe = [build_prompt("i", "t")]
     sampling = Sampling(max_new_tokens=8)
     sft_output = HFPolicy(model, tok).act(probe, sampling)

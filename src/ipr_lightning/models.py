@@ -40,6 +40,7 @@ from transformers import (
 )
 
 from ipr_lightning.config import ConfigError, LoraConfig, ModelConfig
+from ipr_lightning.precision import resolve_dtype
 
 POLICY = "policy"  # adapter name of the trained policy
 REFERENCE = "reference"  # adapter name of the frozen reference copy
@@ -197,7 +198,8 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
 
 def build_bnb_config(cfg: ModelConfig) -> BitsAndBytesConfig:
     """NF4, double quantisation; compute in cfg.dtype if 16-bit, else bf16 (fp32: slow, no gain)."""
-    compute = TORCH_DTYPES[cfg.dtype] if cfg.dtype != "float32" else torch.bfloat16
+    dtype = resolve_dtype(cfg.dtype)
+    compute = TORCH_DTYPES[dtype] if dtype != "float32" else torch.bfloat16
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
@@ -220,7 +222,7 @@ def build_lora_config(lora: LoraConfig) -> peft.LoraConfig:
 
 def load_model(cfg: ModelConfig) -> torch.nn.Module:
     """The model ready to train: full fine-tuning, LoRA (adapter `POLICY`) or QLoRA (nf4)."""
-    kwargs: dict[str, object] = {"dtype": TORCH_DTYPES[cfg.dtype]}
+    kwargs: dict[str, object] = {"dtype": TORCH_DTYPES[resolve_dtype(cfg.dtype)]}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
     if cfg.quantization == "nf4":
@@ -245,8 +247,18 @@ def load_model(cfg: ModelConfig) -> torch.nn.Module:
         model.config.use_cache = False  # a KV cache is useless while recomputing activations
     if not cfg.lora.enabled:
         model.requires_grad_(True)
-        return model
-    return peft.get_peft_model(model, build_lora_config(cfg.lora), adapter_name=POLICY)
+    else:
+        model = peft.get_peft_model(model, build_lora_config(cfg.lora), adapter_name=POLICY)
+    keep_trainable_fp32(model)
+    return model
+
+
+def keep_trainable_fp32(model: torch.nn.Module) -> None:
+    """Trainable parameters in fp32 whatever the weights' dtype (optimizer state follows): in
+    bf16, most AdamW updates at IPR's lr (3e-6) round away. Frozen weights are left as loaded."""
+    for param in model.parameters():
+        if param.requires_grad and param.is_floating_point() and param.dtype != torch.float32:
+            param.data = param.data.float()
 
 
 def causal_lm_parts(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
@@ -320,6 +332,51 @@ def add_reference_adapter(
         for key, param in dst.items():
             param.copy_(src[key])
     _restore_flags(model, flags)  # add_adapter may re-mark params trainable; new ones freeze
+
+
+def _free_bytes(device: torch.device) -> int:
+    """Memory free for a new copy on `device` (CUDA: the device's; CPU: MemAvailable)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return sys.maxsize  # unknown: let the copy try
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A frozen eval-mode copy of a fully fine-tuned model (the SFT scorer/reference), on the
+    same device. Refused with a ConfigError naming the sizes where it would not fit."""
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    device = next(model.parameters()).device
+    free = _free_bytes(device)
+    if size * 1.1 > free:
+        raise ConfigError(
+            f"IPR with full fine-tuning keeps a frozen copy of the SFT model as MC scorer and "
+            f"DPO reference: {size / 2**30:.1f} GiB, but only {free / 2**30:.1f} GiB is free "
+            f"on {device}; use LoRA (model.lora.enabled=true) or a machine with more memory"
+        )
+    grads = {p: p.grad for p in model.parameters()}
+    for p in grads:
+        p.grad = None  # not copied
+    try:
+        copy_ = copy.deepcopy(model)
+    finally:
+        for p, g in grads.items():
+            p.grad = g
+    return copy_.eval().requires_grad_(False)
+
+
+def load_frozen_copy(path: str | Path, like: torch.nn.Module) -> torch.nn.Module:
+    """Reload a frozen copy saved with `save_adapter` (full fine-tuning: a whole model)."""
+    if not (Path(path) / "config.json").is_file():
+        raise ConfigError(f"cannot resume: the frozen policy copy at {path} is missing")
+    first = next(like.parameters())
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=first.dtype)
+    return model.to(first.device).eval().requires_grad_(False)
 
 
 @contextmanager
@@ -399,7 +456,7 @@ def _require_adapter(model: torch.nn.Module, name: str | None) -> None:
     if not isinstance(model, peft.PeftModel):
         raise ValueError(
             "reference adapters need a LoRA model (model.lora.enabled=true); with full "
-            "fine-tuning, precompute the reference log-probs instead"
+            "fine-tuning, use a frozen copy (IPRModule.freeze_policy)"
         )
     if name is not None and name not in model.peft_config:
         raise ValueError(f"no adapter {name!r}; have {sorted(model.peft_config)}")

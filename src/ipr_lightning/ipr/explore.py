@@ -5,13 +5,17 @@ Plain Python over the rollout engine (no Lightning). Every episode is keyed
 episodes already in the store are never run again, so a killed iteration resumes where it
 stopped and builds the same pairs (sampling seeds depend on the key, not on batching).
 
+Expert trajectories come as `ExpertTask`s (`experts.py`): prefixes and continuations are
+taken from their `Dialogue`, and the replayed episodes' from the store's record of them.
+
 Kinds: `expert_mc` — N scorer rollouts after expert action t (iteration 0, once per run);
 `explore` — the explorer after j replayed expert actions (greedy); `mc` — N scorer rollouts
 after the explored action at j+1 (prefix and that action replayed in the env).
 
 For task with expert actions a_1..a_n and prompt u (IPR_SPEC § 2.2):
 - exploration j = 0..n-1: replay a_1..a_j, the explorer continues (â_{j+1}, ...);
-- step value of a_t (t < n) and of â_{j+1} (j >= 1): mean final reward of N scorer rollouts
+- step value of a_t (2 <= t < n; a_1 is never compared) and of â_{j+1} (j >= 1): mean final
+  reward of N scorer rollouts
   (temperature `mc_temperature`) started after it; an action that ends the episode is valued
   by its own reward;
 - pairs as in `pairs.py`. With `mc_only_when_needed` (default) MC rollouts are skipped for
@@ -30,53 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ipr_lightning.data.io import write_pairs
-from ipr_lightning.data.records import PreferencePair, Trajectory, Turn
+from ipr_lightning.data.records import PreferencePair
 from ipr_lightning.envs.build import EnvHandle
+from ipr_lightning.ipr.experts import ExpertTask
 from ipr_lightning.ipr.pairs import EPS, PairRules, Side, outcome_pair, step_pair
 from ipr_lightning.ipr.store import Key, RolloutStore, StoredEpisode
 from ipr_lightning.rollout.engine import EpisodeSpec, run_episodes
 from ipr_lightning.rollout.policy import Policy, Sampling
 
 log = logging.getLogger("ipr_lightning")
-
-
-@dataclass(frozen=True)
-class ExpertTask:
-    """An expert trajectory split at the prompt: the start turns and the actions."""
-
-    task_id: str
-    start: list[Turn]
-    """instruction, OK, [in-context example], task."""
-    actions: list[str]
-    """The expert's assistant outputs a_1..a_n."""
-    turns: list[Turn]
-    """The whole trajectory (start, actions, observations)."""
-    reward: float
-
-    def continuation(self, j: int) -> list[Turn]:
-        """The expert's turns from action j+1 to the end."""
-        return self.turns[len(self.start) + 2 * j :]
-
-
-def expert_tasks(handle: EnvHandle, experts: Sequence[Trajectory]) -> list[ExpertTask]:
-    """Expert trajectories as tasks of `handle`'s split (task id: `game_file`, else the id).
-    The prompt start is the handle's own (same in-context example), so prefixes replay."""
-    known = set(handle.task_ids)
-    out = []
-    for traj in experts:
-        task_id = str(traj.meta.get("game_file", traj.id))
-        if task_id not in known:
-            raise ValueError(
-                f"expert trajectory {traj.id!r}: task {task_id!r} is not a task "
-                f"of the {handle.name} {handle.split} split"
-            )
-        n_start = 3 + len(handle.example_for(task_id) or [])
-        actions = [t.content for t in traj.turns[n_start:] if t.role == "assistant"]
-        if not actions:
-            raise ValueError(f"expert trajectory {traj.id!r} has no actions after its prompt")
-        reward = 1.0 if traj.reward is None else float(traj.reward)
-        out.append(ExpertTask(task_id, traj.turns[:n_start], actions, traj.turns, reward))
-    return out
 
 
 @dataclass(frozen=True)
@@ -158,9 +124,10 @@ class Exploration:
     # --- the stages -------------------------------------------------------------------------
 
     def expert_values(self, scorer: Policy) -> dict[tuple[str, int], float]:
-        """Step value of every expert action a_t, t = 1..n (computed once: iteration 0)."""
+        """Step value of expert actions a_t, t = 2..n (computed once: iteration 0). Step pairs
+        start at j >= 1 and compare a_{j+1}, so a_1's value is never used and not paid for."""
         prefixes = {
-            (t.task_id, k): t.actions[:k] for t in self.tasks for k in range(1, len(t.actions))
+            (t.task_id, k): t.actions[:k] for t in self.tasks for k in range(2, len(t.actions))
         }
         values = self._mc_values("expert_mc", 0, prefixes, scorer)
         for t in self.tasks:  # the last action ends the episode: its value is the reward
@@ -206,8 +173,9 @@ class Exploration:
         pairs, mismatched = [], 0
         for (task, j), ep in sorted(explored.items()):
             expert = by_id[task]
-            prompt = ep.turns[: len(expert.start) + 2 * j]  # the replayed prefix, fresh obs
-            if prompt != expert.turns[: len(prompt)]:
+            replayed = ep.dialogue
+            prompt = replayed.prefix(j)  # the replayed prefix, fresh observations
+            if prompt != expert.dialogue.prefix(j):
                 mismatched += 1  # the env did not reproduce the recorded prefix
             if not ep.policy_turns:
                 continue
@@ -220,12 +188,22 @@ class Exploration:
                     agent,
                     self.s.rules,
                     iteration,
+                    prompt_start=len(replayed.start),
                 )
             elif agent.value is None:
                 continue
             else:
                 side = Side(expert.continuation(j), expert.reward, expert_v[(task, j + 1)])
-                pair = step_pair(task, j, prompt, side, agent, self.s.rules, iteration)
+                pair = step_pair(
+                    task,
+                    j,
+                    prompt,
+                    side,
+                    agent,
+                    self.s.rules,
+                    iteration,
+                    prompt_start=len(replayed.start),
+                )
             if pair is not None:
                 pairs.append(pair)
         if mismatched:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ipr_lightning.data.io import turns_from_json, turns_to_json
+from ipr_lightning.data.records import Dialogue
 from ipr_lightning.rollout.engine import Episode
 
 Key = tuple[int, str, str, int, int]
@@ -38,10 +39,14 @@ class StoredEpisode:
     invalid: int
 
     @property
+    def dialogue(self) -> Dialogue:
+        """The conversation split into its start and the (action, observation) steps."""
+        return Dialogue.of(self.turns, self.n_prompt)
+
+    @property
     def policy_turns(self) -> list:
         """The turns after the forced prefix: the policy's actions and their observations."""
-        start = self.n_prompt + 2 * self.n_forced
-        return self.turns[start:]
+        return self.dialogue.after(self.n_forced)
 
 
 def _record(key: Key, ep: Episode) -> dict[str, Any]:

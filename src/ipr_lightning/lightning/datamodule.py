@@ -3,6 +3,10 @@
 Config comes at construction, the tokenizer later through `connect` (it is a runtime object
 that the CLI loads once and shares with the module's generation code). The pairs file in use
 is part of `state_dict`, so a resumed run serves the same data it was training on.
+
+An iteration without (trainable) pairs serves one `{"no_pairs": True}` batch per epoch that
+the module skips: Lightning would end the whole fit on an empty loader, and the iterations
+after it must still run.
 """
 
 from __future__ import annotations
@@ -98,13 +102,21 @@ class IPRDataModule(L.LightningDataModule):
         pad = self.tokenizer.pad_token_id
         return PairCollator(pad) if self.pairs_file else SFTCollator(pad)
 
+    @property
+    def has_pairs(self) -> bool:
+        """Whether the preference phase being served has pairs to train on."""
+        self.setup("fit")
+        return self.pairs_file is None or len(self.train_data) > 0
+
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
         assert self.train_data is not None
+        if not self.has_pairs:
+            return DataLoader([None], batch_size=1, collate_fn=lambda _: {"no_pairs": True})
         return DataLoader(
             self.train_data,
             batch_size=self.cfg.batch_size,
-            shuffle=len(self.train_data) > 0,  # an iteration without pairs: zero batches
+            shuffle=True,
             collate_fn=self._collator(),
             num_workers=self.cfg.num_workers,
         )

@@ -8,17 +8,27 @@ or a frozen named adapter such as the SFT copy).
 
 The learning-rate schedule belongs to the phase: `begin_phase(kind, total_steps)` restarts
 warm-up and decay over that phase's own step count (never `estimated_stepping_batches`,
-which is sized from the first phase's data). Checkpoints hold adapter and optimizer state,
+which is sized from the first phase's data, nor `trainer.max_epochs`, which counts every
+phase). SFT spans `sft_epochs` and stops at `sft_max_steps`; a preference phase may start with
+a fresh optimizer state and with dropout off. Checkpoints hold adapter and optimizer state,
 not the (possibly 4-bit) base model.
+
+Frozen policies (the SFT scorer/reference, ETO's previous policy) are LoRA adapter copies
+beside the trained one; with full fine-tuning they are frozen copies of the whole model
+(`freeze_policy`), which the checkpoint does not hold: the caller saves and reloads them.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+import peft
 import torch
 from torchmetrics import MeanMetric
 
@@ -34,6 +44,8 @@ from ipr_lightning.models import (
     POLICY,
     add_reference_adapter,
     causal_lm_parts,
+    frozen_copy,
+    load_frozen_copy,
     load_model,
     reference_context,
 )
@@ -83,6 +95,8 @@ class IPRModule(L.LightningModule):
         optim_cfg: OptimConfig,
         loss_cfg: LossConfig,
         reference_adapter: str | None = None,
+        sft_epochs: int | None = None,
+        sft_max_steps: int = -1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -91,7 +105,15 @@ class IPRModule(L.LightningModule):
         self.model_cfg, self.optim_cfg, self.loss_cfg = model_cfg, optim_cfg, loss_cfg
         self.reference_adapter = reference_adapter
         """None: reference = base model with adapters disabled; else a frozen adapter's name."""
+        self.sft_epochs, self.sft_max_steps = sft_epochs, sft_max_steps
+        """SFT's epochs (None: trainer.max_epochs) and optimizer-step cap (<= 0: none)."""
         self.model: torch.nn.Module | None = None
+        self.frozen: dict[str, torch.nn.Module] = {}
+        """Full fine-tuning: frozen copies of the policy by name (a plain dict: they are not
+        submodules, so neither the optimizer nor the checkpoint sees them)."""
+        self.missing_frozen: list[str] = []
+        """Frozen copies a restored checkpoint refers to that are not loaded yet."""
+        self.dropout_off = False
         self.phase = "sft"
         self.schedule = PhaseSchedule(optim_cfg.warmup_ratio, optim_cfg.schedule)
         self.val_loss = MeanMetric()
@@ -112,12 +134,21 @@ class IPRModule(L.LightningModule):
         lr: float | None = None,
         schedule: str | None = None,
         warmup_ratio: float | None = None,
+        fresh_optimizer: bool = False,
+        disable_dropout: bool = False,
     ) -> None:
         """Switch objective and restart the LR schedule over this phase's optimizer steps
-        (peak `lr`, default `optim.lr`; `schedule`/`warmup_ratio` default to the optim's)."""
+        (peak `lr`, default `optim.lr`; `schedule`/`warmup_ratio` default to the optim's);
+        optionally drop the optimizer's moments and turn dropout off for good."""
         if kind not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {kind!r}")
         self.phase = kind
+        if disable_dropout:
+            self.dropout_off = True
+            self._apply_dropout_off()
+        if fresh_optimizer and self._trainer is not None:
+            for optimizer in self.trainer.optimizers:
+                optimizer.state.clear()
         scale = 1.0 if lr is None else lr / self.optim_cfg.lr
         self.schedule.begin(
             self.global_step,
@@ -139,26 +170,76 @@ class IPRModule(L.LightningModule):
             input_ids=input_ids, attention_mask=attention_mask, use_cache=False
         ).logits
 
-    def token_logps(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
-        """log p of every trained token: (values [N], row index [N], counts per row [B]).
+    def token_logps(
+        self, batch: dict[str, Any], model: torch.nn.Module | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """log p of every trained token: (values [N], row index [N], counts per row [B]),
+        under `model` (default: the policy).
 
         The LM head runs on the N trained positions only, never on all B*T: on CPU this
         halves a SmolLM2 step, on GPU it removes the [B, T, V] logits from memory.
         """
-        parts = causal_lm_parts(self.model)
+        model = self.model if model is None else model
+        parts = causal_lm_parts(model)
         ids, mask = batch["input_ids"], batch["attention_mask"]
         if parts is None:
-            x, head = self(ids, mask), None
+            x = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            head = None
         else:
             backbone, head = parts
             x = backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
         rows, targets, row_index, counts = select_label_rows(x, batch["labels"])
         return label_logps(rows if head is None else head(rows), targets), row_index, counts
 
-    def sequence_logps(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def sequence_logps(
+        self, batch: dict[str, Any], model: torch.nn.Module | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Token-summed log-prob per row [B] and trained tokens per row [B]."""
-        values, row_index, counts = self.token_logps(batch)
+        values, row_index, counts = self.token_logps(batch, model)
         return per_sequence(values, row_index, counts), counts
+
+    # --- frozen policies (scorer, reference) ------------------------------------------------
+
+    def freeze_policy(self, name: str) -> None:
+        """Keep the current policy, frozen, under `name`: a LoRA adapter copy, or with full
+        fine-tuning a copy of the whole model (refused with a clear error if it can't fit)."""
+        if isinstance(self.model, peft.PeftModel):
+            add_reference_adapter(self.model, POLICY, name)
+        else:
+            self.frozen[name] = frozen_copy(self.model)
+
+    def load_frozen(self, name: str, path: str | Path) -> None:
+        """Load a full-fine-tuning frozen copy saved at `path` (after a resume)."""
+        self.frozen[name] = load_frozen_copy(path, self.model)
+        if name in self.missing_frozen:
+            self.missing_frozen.remove(name)
+
+    def has_frozen(self, name: str) -> bool:
+        if isinstance(self.model, peft.PeftModel):
+            return name in self.model.peft_config
+        return name in self.frozen
+
+    def acting(self, name: str) -> tuple[torch.nn.Module, str | None]:
+        """(model, adapter) that acts as policy `name` (POLICY: the trained one)."""
+        if name in self.frozen:
+            return self.frozen[name], None
+        return self.model, name
+
+    @contextmanager
+    def reference(self) -> Iterator[torch.nn.Module]:
+        """The DPO reference to compute with, in eval mode: a frozen copy (full fine-tuning),
+        else the model with the reference adapter (or with adapters disabled)."""
+        name = self.reference_adapter
+        if name is not None and name in self.frozen:
+            yield self.frozen[name]
+        else:
+            with reference_context(self.model, name):
+                yield self.model
+
+    def _apply_dropout_off(self) -> None:
+        for module in self.model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
 
     # --- steps -----------------------------------------------------------------------------
 
@@ -177,8 +258,8 @@ class IPRModule(L.LightningModule):
     def _reference_logps(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         if "ref_chosen_logps" in batch:
             return batch["ref_chosen_logps"], batch["ref_rejected_logps"]
-        with torch.no_grad(), reference_context(self.model, self.reference_adapter):
-            ref, _ = self.sequence_logps(batch)
+        with torch.no_grad(), self.reference() as model:
+            ref, _ = self.sequence_logps(batch, model)
         return ref.chunk(2)
 
     def _preference_loss(self, batch: dict[str, Any], prefix: str) -> torch.Tensor:
@@ -234,7 +315,14 @@ class IPRModule(L.LightningModule):
             return self._preference_loss(batch, prefix)
         return self._sft_loss(batch, prefix)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        if self.phase == "sft" and 0 < self.sft_max_steps <= self.global_step:
+            return -1  # SFT's step cap reached: skip the rest of its epochs
+        return None
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        if batch.get("no_pairs"):  # an iteration without pairs: nothing to train on
+            return None
         return self._loss(batch, "train")
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -252,10 +340,12 @@ class IPRModule(L.LightningModule):
             self.begin_phase(self.phase, self._phase_steps())
 
     def _phase_steps(self) -> int:
+        """Optimizer steps of the SFT phase: its own epochs, capped by its step limit."""
         trainer = self.trainer
         per_epoch = math.ceil(len(trainer.train_dataloader) / trainer.accumulate_grad_batches)
-        total = per_epoch * max(1, trainer.max_epochs or 1)
-        return min(total, trainer.max_steps) if trainer.max_steps > 0 else total
+        total = per_epoch * max(1, self.sft_epochs or trainer.max_epochs or 1)
+        cap = self.sft_max_steps if self.sft_max_steps > 0 else trainer.max_steps
+        return min(total, cap) if cap > 0 else total
 
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.parameters() if p.requires_grad]
@@ -277,6 +367,8 @@ class IPRModule(L.LightningModule):
             "phase": self.phase,
             "reference_adapter": self.reference_adapter,
             "frozen_adapters": adapters,
+            "frozen_models": sorted(self.frozen),
+            "dropout_off": self.dropout_off,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -287,3 +379,7 @@ class IPRModule(L.LightningModule):
         for name in state.get("frozen_adapters", []):
             if self.model is not None and name not in self.model.peft_config:
                 add_reference_adapter(self.model, POLICY, name)
+        self.missing_frozen = [n for n in state.get("frozen_models", []) if n not in self.frozen]
+        if state.get("dropout_off") and self.model is not None:
+            self.dropout_off = True
+            self._apply_dropout_off()

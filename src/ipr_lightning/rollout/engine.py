@@ -101,6 +101,12 @@ class _Live:
             ep.turns.append(Turn("user", self.env.format_observation(obs)))
 
 
+def replay(env: TextEnv, spec: EpisodeSpec, build_start: StartBuilder) -> Episode:
+    """Reset `env` to the spec's task and replay its forced outputs, no policy: the episode
+    as far as they take it (done or not)."""
+    return _Live(env, spec, build_start).episode
+
+
 def run_episodes(
     make_env: Callable[[], TextEnv],
     specs: Sequence[EpisodeSpec],
