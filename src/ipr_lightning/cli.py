@@ -282,7 +282,7 @@ def fit(cfg: RunConfig, resume: bool) -> dict:
         "machine: %s; precision %s -> %s, weights %s -> %s",
         describe_machine(t.accelerator),
         t.precision,
-        resolve_precision(t.precision, t.accelerator),
+        trainer.precision,
         cfg.model.dtype,
         resolve_dtype(cfg.model.dtype, t.accelerator),
     )
