@@ -175,7 +175,9 @@ class IPRLoop(L.Callback):
         stats = self.pairs_path(self.out, k).parent / "stats.json"
         if not stats.is_file():
             return 0
-        return int(json.loads(stats.read_text()).get("pairs/trained", 0))
+        stats = json.loads(stats.read_text())
+        built = stats.get("pairs/outcome", 0) + stats.get("pairs/step", 0)
+        return int(stats.get("pairs/trained", built))  # runs of older versions: all built
 
     def _evaluate(self, trainer: L.Trainer, module: L.LightningModule, k: int) -> dict:
         if self.eval_handle is None or not self.cfg.ipr.eval_every_phase:

@@ -85,6 +85,14 @@ def test_every_shipped_config_loads(path):
     assert len(first_comment) == 2, f"{path.name} should say the command that runs it"
 
 
+@pytest.mark.parametrize("name", ["alfworld.yaml", "webshop.yaml", "intercode_sql.yaml"])
+def test_the_papers_configs_run_ipr_with_the_authors_dpo_settings(name):
+    """They ran SFT only while their comments called them the paper's setup."""
+    ipr = load_config(ROOT / "configs" / name).ipr
+    assert ipr.iterations >= 1 and ipr.mc_samples == 5 and ipr.lr == 3e-6
+    assert (ipr.epochs, ipr.schedule, ipr.warmup_ratio) == (3, "constant", 0.1)
+
+
 def test_every_field_has_a_docstring():
     def walk(cls):
         docs = field_docs(cls)

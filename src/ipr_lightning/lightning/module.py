@@ -206,6 +206,7 @@ class IPRModule(L.LightningModule):
         if isinstance(self.model, peft.PeftModel):
             add_reference_adapter(self.model, POLICY, name)
         else:
+            self.frozen.pop(name, None)  # a refresh (ETO's previous policy): free the old one
             self.frozen[name] = frozen_copy(self.model)
 
     def load_frozen(self, name: str, path: str | Path) -> None:
