@@ -219,3 +219,20 @@ def test_store_refuses_to_record_an_episode_twice(toy, tmp_path):
 
     with pytest.raises(KeyError, match="already"):
         ex.store.add(key, Episode(tasks[0].task_id, PROMPT))
+
+
+def test_a_damaged_line_in_the_middle_of_the_store_loses_nothing_after_it(toy, tmp_path, caplog):
+    """It used to cut the file at the first unparseable line, silently: every later episode
+    was lost. Now only a torn tail is cut; a damaged line is skipped and named."""
+    handle, tasks = toy
+    path = tmp_path / "rollouts.jsonl"
+    ex = Exploration(handle, tasks, RolloutStore(path), ExploreSettings(mc_samples=1), False)
+    ex.explore(1, ScriptedPolicy(toy_oracle))
+    lines = path.read_text().splitlines(keepends=True)
+    lines[2] = '{"key": [1, "explore", "tor\n'  # damaged, but newline-terminated
+    path.write_text("".join(lines) + lines[-1][:10])  # and a torn tail
+    with caplog.at_level("WARNING"):
+        store = RolloutStore(path)
+    assert store.skipped_lines == [3] and "line 3" in caplog.text
+    assert len(store) == len(lines) - 1  # every other episode kept
+    assert store.recovered_torn_line and path.read_text() == "".join(lines)

@@ -3,13 +3,16 @@
 One JSON line per episode: `{"key": [iteration, kind, task_id, prefix_len, sample], ...}`.
 Each line is written whole and flushed to disk before the next episode is recorded, so a
 process killed at any moment loses at most the episode being written: on reopening, a torn
-last line is cut off and that episode is simply run again. A key is recorded at most once
-(recording it twice is a bug and raises), so a resumed run never duplicates an episode.
+last line is cut off and that episode is simply run again. A damaged complete line elsewhere
+(a disk or editor accident) is skipped with a warning naming it, never anything after it.
+A key is recorded at most once (recording it twice is a bug and raises), so a resumed run
+never duplicates an episode.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +22,8 @@ from typing import Any
 from ipr_lightning.data.io import turns_from_json, turns_to_json
 from ipr_lightning.data.records import Dialogue
 from ipr_lightning.rollout.engine import Episode
+
+log = logging.getLogger("ipr_lightning")
 
 Key = tuple[int, str, str, int, int]
 """(iteration, kind, task id, prefix length j, sample index)."""
@@ -84,26 +89,37 @@ class RolloutStore:
         self.path = Path(path)
         self._episodes: dict[Key, StoredEpisode] = {}
         self.recovered_torn_line = False
+        self.skipped_lines: list[int] = []
+        """Line numbers of damaged complete lines skipped on load (kept in the file)."""
         if self.path.is_file():
             self._load()
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def _load(self) -> None:
         data = self.path.read_bytes()
-        good = 0  # byte offset after the last complete, parseable line
-        for raw in data.splitlines(keepends=True):
+        whole = 0  # byte offset after the last newline-terminated line
+        for lineno, raw in enumerate(data.splitlines(keepends=True), 1):
             if not raw.endswith(b"\n"):
-                break
+                break  # the torn tail of a kill mid-write
+            whole += len(raw)
             try:
                 ep = _parse(raw.decode("utf-8"))
-            except (ValueError, KeyError, TypeError):
-                break
+            except (ValueError, KeyError, TypeError, IndexError) as exc:
+                # A damaged line in the middle: skip it (its episode runs again), keep the rest.
+                self.skipped_lines.append(lineno)
+                log.warning(
+                    "%s: line %d is not an episode record (%s); skipped, its episode "
+                    "will run again",
+                    self.path,
+                    lineno,
+                    type(exc).__name__,
+                )
+                continue
             self._episodes[ep.key] = ep
-            good += len(raw)
-        if good < len(data):  # a kill mid-write: drop the torn tail, that episode is redone
+        if whole < len(data):  # a kill mid-write: drop only the torn tail, that episode is redone
             self.recovered_torn_line = True
             with self.path.open("r+b") as f:
-                f.truncate(good)
+                f.truncate(whole)
 
     def __contains__(self, key: Key) -> bool:
         return key in self._episodes
