@@ -96,7 +96,8 @@ def test_a_kill_during_the_last_evaluation_is_finished_on_resume(runs, tiny_mode
     assert phases(out)[2]["success_rate"] == phases(done)[2]["success_rate"]
     assert (out / "eval/after_iter_2/summary.json").is_file()
     assert (out / "adapter/adapter_config.json").is_file()
-    assert (out / "summary.json").is_file()
+    summary = json.loads((out / "summary.json").read_text())  # not nulls (#16 item 7)
+    assert summary["train_loss_first"] is not None and summary["train_loss_last"] is not None
 
 
 def test_ipr_with_full_fine_tuning(tiny_model_cfg, tmp_path):

@@ -147,10 +147,20 @@ def read_metric(metrics_csv: Path, key: str) -> list[float]:
         return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
 
 
+def read_run_metric(logs: Path, key: str) -> list[float]:
+    """`key` over every launch of a run (logs/version_0, version_1, ... in order)."""
+    versions = sorted(logs.glob("version_*"), key=lambda p: int(p.name.split("_")[-1]))
+    return [v for folder in versions for v in read_metric(folder / "metrics.csv", key)]
+
+
 def summarise(cfg: RunConfig, trainer: L.Trainer, seconds: float, val_before: float | None) -> dict:
     metrics_csv = Path(trainer.loggers[0].log_dir) / "metrics.csv"
-    train = read_metric(metrics_csv, "train/loss")
-    val = read_metric(metrics_csv, "val/loss")
+    # A resumed run: its own launch may have logged nothing (a finished fit is skipped)
+    train = read_run_metric(metrics_csv.parent.parent, "train/loss")
+    val = read_run_metric(metrics_csv.parent.parent, "val/loss")
+    previous = Path(cfg.output_dir) / "summary.json"
+    if val_before is None and previous.is_file():
+        val_before = json.loads(previous.read_text()).get("val_loss_before")
     summary = {
         "wall_seconds": round(seconds, 1),
         "optimizer_steps": trainer.global_step,
