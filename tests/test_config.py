@@ -52,6 +52,21 @@ def test_wandb_sweep_override_form():
         ("", ["model.quantization=nf4", "model.lora.enabled=false"], "nf4"),
         ("", ["loss.nll_on=everything"], "loss.nll_on"),
         ("", ["optim"], "key=value"),
+        # values that were accepted silently or ended in a traceback deep inside (#16)
+        ("", ["optim.lr=-1"], "optim.lr"),
+        ("", ["optim.lr=0"], "optim.lr"),
+        ("", ["data.batch_size=0"], "data.batch_size"),
+        ("", ["trainer.precision=17"], "trainer.precision"),
+        ("", ["trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches"),
+        ("", ["trainer.max_epochs=-5"], "trainer.max_epochs"),
+        ("", ["trainer.max_steps=0"], "trainer.max_steps"),
+        ("", ["loss.beta=-0.1"], "loss.beta"),
+        ("", ["ipr.tau_traj=1.5"], "ipr.tau_traj"),
+        ("", ["ipr.tau_step=-0.2"], "ipr.tau_step"),
+        ("", ["eval.temperature=-1"], "eval.temperature"),
+        ("", ["eval.max_new_tokens=0"], "eval.max_new_tokens"),
+        ("", ["eval.batch_size=0"], "eval.batch_size"),
+        ("", ["ipr.iterations=1", "eval.split=train"], "held-out split"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path, yaml_text, overrides, needle):

@@ -37,7 +37,7 @@ def phases(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "phases.jsonl").read_text().splitlines()]
 
 
-NO_PAIRS = ("ipr.iterations=2", "ipr.tau_traj=5")  # no reward gap is that large
+NO_PAIRS = ("ipr.iterations=2", "ipr.tau_traj=1")  # no reward gap in [0, 1] is above 1
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +116,20 @@ def test_ipr_with_full_fine_tuning(tiny_model_cfg, tmp_path):
     assert [r["phase"] for r in phases(out)] == ["sft", "iteration 1"]
     assert (out / "frozen_sft" / "config.json").is_file()
     assert (out / "adapter" / "config.json").is_file()  # the whole fine-tuned model
+
+
+def test_a_second_run_on_the_same_output_dir_is_refused(tiny_model_cfg, tmp_path, capsys):
+    """Two ipr-fit on one folder both ran (78 duplicate rollout keys, three checkpoints)."""
+    import fcntl
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    with (out / ".lock").open("a+") as held:  # the first run holds the lock
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242\n")
+        held.flush()
+        assert ipr_fit(out, tiny_model_cfg.cache_dir) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "in use by another ipr-fit (pid 4242)" in err
+    assert not (out / "config.yaml").exists()  # it touched nothing
+    assert ipr_fit(out, tiny_model_cfg.cache_dir) == 0  # released: the run goes ahead

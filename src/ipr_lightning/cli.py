@@ -20,6 +20,8 @@ import netrc
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -271,7 +273,46 @@ def data_source(cfg: RunConfig) -> str:
     return cfg.data.train_file
 
 
+@contextmanager
+def run_lock(output_dir: str | Path) -> Iterator[None]:
+    """Hold `<output_dir>/.lock` for the whole run: a second `ipr-fit` on the same folder
+    would interleave rollouts and checkpoints, so it is refused with one line. (An OS lock:
+    it is released when the process dies, however it dies.)"""
+    out = Path(output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = (out / ".lock").open("a+")
+    except OSError as exc:
+        raise ConfigError(f"output_dir {out}: cannot write there ({exc.strerror})") from None
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # no fcntl (Windows): run unlocked
+            pass
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            raise ConfigError(
+                f"output_dir {out} is in use by another ipr-fit (pid {holder}); wait for it "
+                "or choose another output_dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
 def fit(cfg: RunConfig, resume: bool) -> dict:
+    with run_lock(cfg.output_dir):
+        return _fit(cfg, resume)
+
+
+def _fit(cfg: RunConfig, resume: bool) -> dict:
     ckpt = checkpoint_to_resume(cfg, resume)
     check_wandb(cfg)
     save_config(cfg, Path(cfg.output_dir) / "config.yaml")

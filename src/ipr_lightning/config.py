@@ -33,6 +33,18 @@ class ConfigError(ValueError):
     """A configuration problem, reported as one line naming the key."""
 
 
+def _at_least(section: str, obj: Any, minimum: float, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) < minimum:
+            raise ConfigError(f"{section}.{name} must be >= {minimum}, got {getattr(obj, name)}")
+
+
+def _positive(section: str, obj: Any, *names: str) -> None:
+    for name in names:
+        if not getattr(obj, name) > 0:
+            raise ConfigError(f"{section}.{name} must be > 0, got {getattr(obj, name)}")
+
+
 @dataclass
 class LoraConfig:
     enabled: bool = True
@@ -108,6 +120,8 @@ class DataConfig:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.max_length < 8:
             raise ConfigError(f"data.max_length must be at least 8, got {self.max_length}")
+        _at_least("data", self, 1, "batch_size")
+        _at_least("data", self, 0, "num_workers")
 
 
 @dataclass
@@ -128,6 +142,8 @@ class OptimConfig:
             raise ConfigError(f"optim.schedule must be cosine or constant, got {self.schedule!r}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        _positive("optim", self, "lr")
+        _at_least("optim", self, 0, "weight_decay", "grad_clip")
 
 
 @dataclass
@@ -159,6 +175,8 @@ class LossConfig:
             raise ConfigError(
                 f"loss.label_smoothing must be in [0, 0.5), got {self.label_smoothing}"
             )
+        _positive("loss", self, "beta")
+        _at_least("loss", self, 0, "w_sft", "w_outcome", "w_step")
 
 
 @dataclass
@@ -192,6 +210,10 @@ class TrainerConfig:
             raise ConfigError(
                 f"trainer.precision must be one of {PRECISIONS}, got {self.precision!r}"
             )
+        _at_least("trainer", self, 1, "max_epochs", "accumulate_grad_batches", "devices")
+        _at_least("trainer", self, 1, "log_every_n_steps")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ConfigError(f"trainer.max_steps must be -1 or >= 1, got {self.max_steps}")
 
 
 @dataclass
@@ -352,6 +374,10 @@ class EvalConfig:
     """Memory for keys/values kept between turns (each turn then prefills only the new
     observation); least recently used first out."""
 
+    def __post_init__(self) -> None:
+        _at_least("eval", self, 1, "max_live", "batch_size", "max_new_tokens")
+        _at_least("eval", self, 0, "max_episodes", "temperature", "kv_cache_gb")
+
 
 IPR_REFERENCES = ("sft", "previous")
 STEP_COMPLETIONS = ("continuation", "action")
@@ -421,6 +447,13 @@ class IPRConfig:
             raise ConfigError(f"ipr.step_completion must be one of {STEP_COMPLETIONS}")
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError(f"ipr.schedule must be cosine or constant, got {self.schedule!r}")
+        _positive("ipr", self, "lr")
+        _at_least("ipr", self, 1, "max_new_tokens", "max_live", "batch_size")
+        _at_least("ipr", self, 0, "mc_temperature", "max_tasks", "kv_cache_gb")
+        for name in ("tau_traj", "tau_step", "warmup_ratio"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ConfigError(f"ipr.{name} must be in [0, 1], got {value}")
 
     def step_tau(self, env_name: str) -> float:
         return self.tau_step if self.tau_step is not None else TASK_TAUS.get(env_name, 0.01)
@@ -450,6 +483,13 @@ class RunConfig:
     """Evaluation on held-out tasks (`ipr-eval`, and between IPR phases)."""
     ipr: IPRConfig = field(default_factory=IPRConfig)
     """IPR iterations: exploration, MC step values, pairs, preference training."""
+
+    def __post_init__(self) -> None:
+        if self.ipr.iterations > 0 and self.env.train_split == self.eval.split:
+            raise ConfigError(
+                f"eval.split is env.train_split ({self.eval.split!r}): IPR would be evaluated "
+                "on the tasks it explores; choose a held-out split"
+            )
 
 
 def normalise_overrides(args: list[str]) -> list[str]:
