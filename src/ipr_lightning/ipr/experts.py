@@ -17,7 +17,7 @@ measures it (partial WebShop rewards are common; assuming 1.0 would make wrong p
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -60,7 +60,9 @@ def task_id_of(traj: Trajectory) -> str:
     return str(traj.meta.get("game_file", traj.id))
 
 
-def _aligned(traj: Trajectory, example: list[Turn], err: DataFileError) -> tuple[Trajectory, int]:
+def _aligned(
+    traj: Trajectory, example: list[Turn], err: Callable[[str], DataFileError]
+) -> tuple[Trajectory, int]:
     """The record with the handle's conversation start, and the length of that start."""
     turns = list(traj.turns)
     if turns and turns[0].role == "system":
