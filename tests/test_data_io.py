@@ -107,6 +107,19 @@ def test_bad_json_duplicate_ids_and_top_level(tmp_path):
         read_trajectories(tmp_path / "missing.json")
 
 
+def test_non_utf8_and_empty_files_are_one_line_errors_naming_the_file(tmp_path):
+    """A bare UnicodeDecodeError without the file name, and an empty file that trained
+    nothing and still reported an adapter (#16)."""
+    latin = tmp_path / "latin.json"
+    latin.write_bytes(b'[{"id": "caf\xe9", "conversations": []}]')
+    with pytest.raises(DataFileError, match=r"latin.json: not UTF-8 text: byte 0xe9 at offset 12"):
+        read_trajectories(latin)
+    for name, text in (("empty.json", "[]"), ("empty.jsonl", "\n")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DataFileError, match=f"{name}: holds no trajectories"):
+            read_trajectories(tmp_path / name)
+
+
 PROMPT = [Turn("user", "instruction"), Turn("assistant", "OK"), Turn("user", "task")]
 
 

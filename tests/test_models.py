@@ -363,3 +363,21 @@ def test_qlora_on_gpu(tiny_model_cfg: ModelConfig) -> None:
     assert torch.isfinite(torch.tensor(train_step(model, batch)))
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all("lora_" in n for n in changed)
+
+
+def test_a_broken_bitsandbytes_breaks_only_4bit_runs(tiny_model_cfg: ModelConfig) -> None:
+    """bitsandbytes was imported at the top of models.py: a broken install stopped every
+    `ipr-fit`, not only QLoRA ones (#16)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['bitsandbytes'] = None\n"
+        "from ipr_lightning.config import ModelConfig\n"
+        "from ipr_lightning.models import load_model\n"
+        f"cfg = ModelConfig(name_or_path='tiny-random', cache_dir={tiny_model_cfg.cache_dir!r})\n"
+        "load_model(cfg)\n"
+        "print('loaded')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "loaded" in proc.stdout, proc.stderr[-2000:]

@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import bitsandbytes as bnb
 import peft
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -297,6 +296,8 @@ def _disable_bnb_cpu_packing(model: torch.nn.Module) -> None:
     without autograd (wrong gradients, only a torch warning), absmax is rounded to bf16
     (different logits), and layers with fewer than 64 inputs crash.
     """
+    import bitsandbytes as bnb  # here, not at the top: only 4-bit runs need it to import
+
     for module in model.modules():
         if isinstance(module, bnb.nn.Linear4bit):
             module.support_avx512bf16_for_cpu = False

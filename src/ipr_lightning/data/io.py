@@ -57,7 +57,12 @@ class DataFileError(ValueError):
 def _load_records(path: Path) -> list[Any]:
     if not path.is_file():
         raise DataFileError(path, "file not found")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataFileError(
+            path, f"not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset {exc.start}"
+        ) from None
     if path.suffix == ".jsonl":
         records = []
         for lineno, line in enumerate(text.splitlines(), 1):
@@ -186,6 +191,8 @@ def read_trajectories(path: str | Path) -> list[Trajectory]:
         turns = _parse_turns(record[key], err, key, first="user")
         meta = {k: v for k, v in record.items() if k not in ("id", key, "reward")}
         out.append(Trajectory(rid, turns, _number(record, "reward", err), meta))
+    if not out:  # would train nothing and still report an adapter
+        raise DataFileError(path, "holds no trajectories")
     _check_unique([t.id for t in out], path)
     return out
 
