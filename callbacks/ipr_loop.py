@@ -241,13 +241,14 @@ class IPRLoop(L.Callback):
         module.reference_adapter = reference
         path = self.pairs_path(self.out, k)
         ipr = self.cfg.ipr
+        rendered = None
         if path.is_file():
             pairs = read_pairs(path)
         else:
-            pairs = self._explore(trainer, module, k, path)
+            pairs, rendered = self._explore(trainer, module, k, path)
         if not pairs:
             log.warning("iteration %d produced no pairs: its preference epochs train nothing", k)
-        trainer.datamodule.use_pairs(path)
+        trainer.datamodule.use_pairs(path, rendered)
         d = self.cfg.data
         trained = self._trained_pairs(k)
         steps = math.ceil(math.ceil(trained / d.batch_size) / trainer.accumulate_grad_batches)
@@ -263,9 +264,10 @@ class IPRLoop(L.Callback):
 
     def _explore(
         self, trainer: L.Trainer, module: L.LightningModule, k: int, path: Path
-    ) -> list[PreferencePair]:
+    ) -> tuple[list[PreferencePair], PairDataset]:
         """Explore, score and pair iteration k; writes its stats.json, then pairs.json last
-        (its presence marks a finished exploration)."""
+        (its presence marks a finished exploration). Returns the pairs and their rendering
+        (reference log-probs included), which the DataModule serves as it is."""
         start = time.perf_counter()
         ipr = self.cfg.ipr
 
@@ -298,7 +300,7 @@ class IPRLoop(L.Callback):
         write_pairs(path, pairs)
         for logger in trainer.loggers:
             logger.log_metrics({k_: float(v) for k_, v in stats.items()}, step=trainer.global_step)
-        return pairs
+        return pairs, data
 
     def _with_reference_logps(
         self,
@@ -308,7 +310,8 @@ class IPRLoop(L.Callback):
         data: PairDataset,
     ) -> list[PreferencePair]:
         """Token-summed reference log-probs of both sides of every served pair, computed now
-        with the training forward (same rendering, truncation and precision)."""
+        with the training forward (same rendering, truncation and precision); set on the
+        pairs and on `data`'s rows."""
         loader = DataLoader(
             data,
             batch_size=self.cfg.data.batch_size,
@@ -327,6 +330,7 @@ class IPRLoop(L.Callback):
                 chosen += c.tolist()
                 rejected += r.tolist()
         out = list(pairs)
-        for i, c, r in zip(data.sources, chosen, rejected, strict=True):
+        for row, i, c, r in zip(data.rows, data.sources, chosen, rejected, strict=True):
             out[i] = replace(out[i], ref_chosen_logp=c, ref_rejected_logp=r)
+            row.ref_chosen_logp, row.ref_rejected_logp = c, r
         return out

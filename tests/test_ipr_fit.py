@@ -145,7 +145,7 @@ def test_explorer_is_the_current_policy_and_scorer_the_frozen_sft_copy(tiny_mode
 
     loop.exploration.iteration = fake_iteration
     trainer = SimpleNamespace(
-        datamodule=SimpleNamespace(use_pairs=lambda path: None),
+        datamodule=SimpleNamespace(use_pairs=lambda path, rendered=None: None),
         accumulate_grad_batches=1,
         is_global_zero=True,
         loggers=[],

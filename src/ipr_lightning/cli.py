@@ -235,7 +235,7 @@ def print_summary(s: dict) -> None:
 
 def env_expert_trajectories(cfg: RunConfig) -> list[Trajectory]:
     """The env's expert on its train split, written once into the run (resume reuses it)."""
-    path = Path(cfg.output_dir) / "expert_trajectories.json"
+    path = Path(data_source(cfg))
     if path.is_file():
         return read_trajectories(path)
     log.info("playing the %s expert on the %s split", cfg.env.name, cfg.env.train_split)
@@ -267,7 +267,7 @@ def build_ipr_loop(cfg: RunConfig, data: IPRDataModule) -> IPRLoop:
 
 
 def data_source(cfg: RunConfig) -> str:
-    """The expert data's file, as error messages name it."""
+    """The expert data's file (`env:expert`: the one written into the run)."""
     if cfg.data.train_file == ENV_EXPERT:
         return str(Path(cfg.output_dir) / "expert_trajectories.json")
     return cfg.data.train_file

@@ -15,9 +15,8 @@ after the explored action at j+1 (prefix and that action replayed in the env).
 For task with expert actions a_1..a_n and prompt u (IPR_SPEC § 2.2):
 - exploration j = 0..n-1: replay a_1..a_j, the explorer continues (â_{j+1}, ...);
 - step value of a_t (2 <= t < n; a_1 is never compared) and of â_{j+1} (j >= 1): mean final
-  reward of N scorer rollouts
-  (temperature `mc_temperature`) started after it; an action that ends the episode is valued
-  by its own reward;
+  reward of N scorer rollouts (temperature `mc_temperature`) started after it; an action that
+  ends the episode is valued by its own reward;
 - pairs as in `pairs.py`. With `mc_only_when_needed` (default) MC rollouts are skipped for
   explored actions whose episode ends with the same final reward as the expert within
   τ_traj: no step pair can form there, whatever the values, so no pair changes.

@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ class StoredEpisode:
     generated_tokens: int
     invalid: int
 
-    @property
+    @cached_property
     def dialogue(self) -> Dialogue:
         """The conversation split into its start and the (action, observation) steps."""
         return Dialogue.of(self.turns, self.n_prompt)

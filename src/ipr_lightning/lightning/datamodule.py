@@ -67,10 +67,11 @@ class IPRDataModule(L.LightningDataModule):
     def connect(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.tokenizer = tokenizer
 
-    def use_pairs(self, path: str | Path) -> None:
-        """Serve this pairs file from the next dataloader build on (preference phase)."""
+    def use_pairs(self, path: str | Path, rendered: PairDataset | None = None) -> None:
+        """Serve this pairs file from the next dataloader build on (preference phase);
+        `rendered`: the file's pairs already rendered (else they are read and rendered)."""
         self.pairs_file = str(path)
-        self.train_data = None
+        self.train_data, self.val_data = rendered, None  # preference phases: no validation
 
     def use_trajectories(self, trajectories: list[Trajectory]) -> None:
         """Serve these expert trajectories instead of reading `cfg.train_file`."""
