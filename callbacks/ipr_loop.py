@@ -64,13 +64,15 @@ class IPRLoop(L.Callback):
         tokenizer: Any,
         tasks: list[ExpertTask],
         train_handle: EnvHandle,
-        eval_handle: EnvHandle | None,
+        eval_handles: list[EnvHandle],
         progress: bool = True,
     ) -> None:
+        """`eval_handles`: the held-out splits evaluated after every phase, `eval.split`'s
+        first (its results also fill the phase row's top-level fields)."""
         self.cfg, self.tokenizer, self.progress = cfg, tokenizer, progress
         self.out = Path(cfg.output_dir)
         self.sft_epochs, self.k_max = cfg.trainer.max_epochs, cfg.ipr.iterations
-        self.eval_handle = eval_handle
+        self.eval_handles = eval_handles
         ipr = cfg.ipr
         rules = PairRules(
             ipr.tau_traj, ipr.step_tau(cfg.env.name), ipr.agent_wins, ipr.step_completion
@@ -83,6 +85,7 @@ class IPRLoop(L.Callback):
             ipr.max_live,
             cfg.seed,
             rules,
+            tuple(ipr.pair_types),
         )
         self.exploration = Exploration(
             train_handle, tasks, RolloutStore(self.out / "rollouts.jsonl"), settings, progress
@@ -118,6 +121,7 @@ class IPRLoop(L.Callback):
         k = self.phase_of(epoch)
         if k >= 1 and trainer.datamodule.pairs_file != str(self.pairs_path(self.out, k)):
             self._start_iteration(trainer, module, k)  # resumed into a preference phase
+        self._phase_start = time.perf_counter()  # train_seconds: not the exploration above
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         k = self.phase_of(trainer.current_epoch)
@@ -180,9 +184,25 @@ class IPRLoop(L.Callback):
         return int(stats.get("pairs/trained", built))  # runs of older versions: all built
 
     def _evaluate(self, trainer: L.Trainer, module: L.LightningModule, k: int) -> dict:
-        if self.eval_handle is None or not self.cfg.ipr.eval_every_phase:
+        """Phase k's policy on every held-out split: the first split's summary, with all of
+        them under `eval` ({split: summary})."""
+        if not self.eval_handles or not self.cfg.ipr.eval_every_phase:
             return {}
         folder = self.out / "eval" / ("after_sft" if k == 0 else f"after_iter_{k}")
+        by_split = {}
+        for i, handle in enumerate(self.eval_handles):
+            where = folder if i == 0 else folder / handle.split
+            by_split[handle.split] = self._evaluate_split(trainer, module, k, handle, where)
+        return {**by_split[self.eval_handles[0].split], "eval": by_split}
+
+    def _evaluate_split(
+        self,
+        trainer: L.Trainer,
+        module: L.LightningModule,
+        k: int,
+        handle: EnvHandle,
+        folder: Path,
+    ) -> dict:
         if (folder / "summary.json").is_file():  # done before an interruption
             return json.loads((folder / "summary.json").read_text())
         e = self.cfg.eval
@@ -193,10 +213,10 @@ class IPRLoop(L.Callback):
             temperature=e.temperature,
             max_new_tokens=e.max_new_tokens,
             seed=self.cfg.seed,
-            action_end=self.eval_handle.action_end,
+            action_end=handle.action_end,
         )
         report, _ = evaluate(
-            self.eval_handle,
+            handle,
             policy,
             sampling,
             max_episodes=e.max_episodes,
@@ -204,12 +224,13 @@ class IPRLoop(L.Callback):
             out_dir=folder,
             progress=self.progress,
         )
+        prefix = "eval" if handle is self.eval_handles[0] else f"eval_{handle.split}"
         metrics = {
-            "eval/success_rate": report.success_rate,
-            "eval/avg_reward": report.avg_reward,
-            "eval/avg_turns": report.avg_turns,
-            "eval/invalid_rate": report.invalid_rate,
-            "eval/iteration": float(k),
+            f"{prefix}/success_rate": report.success_rate,
+            f"{prefix}/avg_reward": report.avg_reward,
+            f"{prefix}/avg_turns": report.avg_turns,
+            f"{prefix}/invalid_rate": report.invalid_rate,
+            f"{prefix}/iteration": float(k),
         }
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
@@ -218,7 +239,7 @@ class IPRLoop(L.Callback):
             "SFT" if k == 0 else f"it {k}",
             report.success_rate,
             report.episodes,
-            self.eval_handle.split,
+            handle.split,
         )
         return json.loads((folder / "summary.json").read_text())
 
@@ -297,6 +318,8 @@ class IPRLoop(L.Callback):
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         (path.parent / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
+        with (path.parent / "step_values.jsonl").open("w") as f:
+            f.writelines(json.dumps(v) + "\n" for v in result.values)
         write_pairs(path, pairs)
         for logger in trainer.loggers:
             logger.log_metrics({k_: float(v) for k_, v in stats.items()}, step=trainer.global_step)

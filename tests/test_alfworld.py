@@ -35,6 +35,7 @@ from ipr_lightning.envs.alfworld_games import (  # noqa: E402
     default_games_dir,
     expert_trajectories,
     generate_games,
+    plan_split,
     resolve_alfworld_data,
 )
 from ipr_lightning.envs.base import build_prompt, parse_react  # noqa: E402
@@ -592,3 +593,21 @@ def test_ipr_iteration_on_generated_games(games: Path, tiny_model_cfg, tmp_path:
     assert outcome["task_id"].startswith("json_2.1.1/train/") and outcome["winner"] == "expert"
     assert outcome["prompt"][-1]["value"].startswith("You are in the middle of a room.")
     assert "per phase" in fit.stdout and "iteration 1" in fit.stdout
+
+
+def test_generating_only_some_task_types(tmp_path: Path):
+    """`env.generate_task_types`: every game of the split is of the listed types (spread
+    evenly), a different cache from the all-types generation of the same sizes, which keeps
+    its old folder name; a real engine game of the type comes out."""
+    specs = plan_split("train", 7, 0, 20, ["pick_and_place_simple", "look_at_obj_in_light"])
+    assert [s.task_type for s in specs].count("look_at_obj_in_light") == 4
+    assert {s.task_type for s in specs} == {"pick_and_place_simple", "look_at_obj_in_light"}
+    assert default_games_dir(24, 6, 6, 0) != default_games_dir(24, 6, 6, 0, 20, ["x"])
+    assert default_games_dir(24, 6, 6, 0) == default_games_dir(24, 6, 6, 0, 20, ())
+    manifest = generate_games(
+        tmp_path / "g", 2, 1, 1, 0, workers=1, progress=False, task_types=["look_at_obj_in_light"]
+    )
+    assert manifest["counts"]["train"]["look_at_obj_in_light"] == 2
+    assert sum(manifest["counts"]["train"].values()) == 2
+    with pytest.raises(ValueError, match="unknown task types"):
+        generate_games(tmp_path / "h", 1, 1, 1, task_types=["juggle"])

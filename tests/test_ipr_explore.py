@@ -236,3 +236,30 @@ def test_a_damaged_line_in_the_middle_of_the_store_loses_nothing_after_it(toy, t
     assert store.skipped_lines == [3] and "line 3" in caplog.text
     assert len(store) == len(lines) - 1  # every other episode kept
     assert store.recovered_torn_line and path.read_text() == "".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("pair_types", "explored_j", "mc"),
+    [(("outcome",), "j=0", False), (("step",), "j>=1", True), (("outcome", "step"), "all", True)],
+)
+def test_pair_types_decide_what_is_explored_and_paid_for(toy, tmp_path, pair_types, explored_j, mc):
+    """ETO's setting (outcome only) explores whole trajectories and runs no MC rollout; step
+    pairs alone skip j = 0; the step values of every explored step are kept for diagnostics."""
+    handle, tasks = toy
+    look = ScriptedPolicy(lambda h: "Thought: hm.\nAction: look")
+    rules = PairRules(tau_traj=0.01, tau_step=0.4)
+    settings = ExploreSettings(mc_samples=2, rules=rules, pair_types=pair_types)
+    ex = Exploration(handle, tasks, RolloutStore(tmp_path / "r.jsonl"), settings, progress=False)
+    result = ex.iteration(1, look, CountingScorer(good=1))
+    js = {key[3] for key, _ in ex.store.items(1, "explore")}
+    every = {j for t in tasks for j in range(len(t.actions))}
+    assert js == {"all": every, "j>=1": every - {0}, "j=0": {0}}[explored_j]
+    kinds = {key[1] for key, _ in ex.store.items()}
+    assert ("expert_mc" in kinds) is mc and ("mc" in kinds) is mc
+    assert {p.pair_type for p in result.pairs} == set(pair_types)
+    if mc:
+        assert len(result.values) == sum(len(t.actions) - 1 for t in tasks)
+        v = result.values[0]
+        assert v["expert_value"] == 0.5 and v["agent_value"] == 0.0 and v["agent_reward"] == 0.0
+    else:
+        assert result.values == []

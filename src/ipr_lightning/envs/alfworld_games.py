@@ -66,16 +66,23 @@ class GameSpec:
 
 
 def default_games_dir(
-    n_train: int = 2000, n_seen: int = 140, n_unseen: int = 134, seed: int = 0, max_steps: int = 20
+    n_train: int = 2000,
+    n_seen: int = 140,
+    n_unseen: int = 134,
+    seed: int = 0,
+    max_steps: int = 20,
+    task_types: Sequence[str] = (),
 ) -> Path:
     """`~/.cache/ipr_lightning/alfworld/<hash of the parameters>` (XDG_CACHE_HOME honoured)."""
-    params = _params(n_train, n_seen, n_unseen, seed, max_steps)
+    params = _params(n_train, n_seen, n_unseen, seed, max_steps, task_types)
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     return env_cache_dir("alfworld") / f"games-{digest}"
 
 
-def _params(n_train: int, n_seen: int, n_unseen: int, seed: int, max_steps: int) -> dict:
-    return {
+def _params(
+    n_train: int, n_seen: int, n_unseen: int, seed: int, max_steps: int, task_types: Sequence[str]
+) -> dict:
+    params = {
         "version": GENERATOR_VERSION,
         "n_train": n_train,
         "n_valid_seen": n_seen,
@@ -83,6 +90,9 @@ def _params(n_train: int, n_seen: int, n_unseen: int, seed: int, max_steps: int)
         "seed": seed,
         "max_steps": max_steps,
     }
+    if task_types:  # only then: the caches of all-type generations keep their names
+        params["task_types"] = sorted(task_types)
+    return params
 
 
 def type_counts(n: int) -> dict[str, int]:
@@ -99,10 +109,18 @@ def type_counts(n: int) -> dict[str, int]:
     return counts
 
 
-def plan_split(split: str, n: int, seed: int, max_steps: int) -> list[GameSpec]:
+def plan_split(
+    split: str, n: int, seed: int, max_steps: int, task_types: Sequence[str] = ()
+) -> list[GameSpec]:
+    """The split's games: the six types in ALFWorld's proportions, or `task_types` only (as
+    evenly as n allows)."""
     import random
 
-    types = [t for t, c in type_counts(n).items() for _ in range(c)]
+    if task_types:
+        chosen = sorted(task_types)
+        types = [chosen[i % len(chosen)] for i in range(n)]
+    else:
+        types = [t for t, c in type_counts(n).items() for _ in range(c)]
     random.Random(f"plan:{seed}:{split}").shuffle(types)
     return [GameSpec(split, i, t, seed, max_steps) for i, t in enumerate(types)]
 
@@ -274,17 +292,21 @@ def generate_games(
     workers: int = 2,
     progress: bool = True,
     max_steps: int = 20,
+    task_types: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Write (or find cached) generated games; returns the manifest (params, per-split per-type
     counts, rejected candidates) plus `out_dir`, `cached`, and when generated `seconds` and
     `resumed` (games kept from an interrupted run with the same parameters)."""
     if min(n_train, n_seen, n_unseen) < 0 or workers < 1 or max_steps < 1:
         raise ValueError("game counts must be >= 0, workers and max_steps >= 1")
-    params = _params(n_train, n_seen, n_unseen, seed, max_steps)
+    unknown = sorted(set(task_types) - set(TASK_TYPES))
+    if unknown:
+        raise ValueError(f"unknown task types {unknown}; known: {list(TASK_TYPES)}")
+    params = _params(n_train, n_seen, n_unseen, seed, max_steps, task_types)
     out = (
         Path(out_dir)
         if out_dir is not None
-        else default_games_dir(n_train, n_seen, n_unseen, seed, max_steps)
+        else default_games_dir(n_train, n_seen, n_unseen, seed, max_steps, task_types)
     )
     manifest = read_manifest(out)
     if manifest is not None and manifest.get("params") == params:
@@ -292,7 +314,9 @@ def generate_games(
     done = _start_or_resume(out, params)
     start = time.perf_counter()
     sizes = {"train": n_train, "valid_seen": n_seen, "valid_unseen": n_unseen}
-    specs = [s for split in SPLITS for s in plan_split(split, sizes[split], seed, max_steps)]
+    specs = [
+        s for split in SPLITS for s in plan_split(split, sizes[split], seed, max_steps, task_types)
+    ]
     jobs = [(spec, out) for spec in specs if (spec.split, spec.index) not in done]
     with (out / JOURNAL).open("a", encoding="utf-8") as journal:
 
@@ -405,9 +429,11 @@ def resolve_alfworld_data(
     seed: int = 0,
     workers: int = 2,
     progress: bool = True,
+    task_types: Sequence[str] = (),
 ) -> Path:
     """The ALFWorld data root: `$ALFWORLD_DATA` when it holds the official data, else the
-    generated-games cache for these sizes (generated on first use). Importing alfworld sets
+    generated-games cache for these sizes (and only these task types, when given; generated
+    on first use). Importing alfworld sets
     `ALFWORLD_DATA` to its own empty default `~/.cache/alfworld`; that value is ignored."""
 
     log = logging.getLogger("ipr_lightning")
@@ -419,7 +445,9 @@ def resolve_alfworld_data(
             return root
         if root != ALFWORLD_OWN_DEFAULT:
             raise FileNotFoundError(f"ALFWORLD_DATA={env} has no json_2.1.1 folder")
-    manifest = generate_games(None, n_train, n_seen, n_unseen, seed, workers, progress)
+    manifest = generate_games(
+        None, n_train, n_seen, n_unseen, seed, workers, progress, task_types=task_types
+    )
     if manifest["out_dir"] not in _WARNED:  # once per run, not once per split
         _WARNED.add(manifest["out_dir"])
         log.warning(

@@ -33,6 +33,7 @@ def alfworld_root(cfg: EnvConfig, progress: bool = True) -> Path:
             cfg.generation_seed,
             cfg.workers,
             progress,
+            cfg.task_types if cfg.generate_task_types else (),
         )
     except FileNotFoundError as exc:  # $ALFWORLD_DATA set to a folder without the games
         raise ConfigError(str(exc)) from None

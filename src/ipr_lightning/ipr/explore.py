@@ -17,6 +17,8 @@ For task with expert actions a_1..a_n and prompt u (IPR_SPEC § 2.2):
 - step value of a_t (2 <= t < n; a_1 is never compared) and of â_{j+1} (j >= 1): mean final
   reward of N scorer rollouts (temperature `mc_temperature`) started after it; an action that
   ends the episode is valued by its own reward;
+- `pair_types` decides what is run: `outcome` explores j = 0 only; `step` explores j >= 1
+  and pays for the MC values (expert and agent); ETO's setting is `("outcome",)`;
 - pairs as in `pairs.py`. With `mc_only_when_needed` (default) MC rollouts are skipped for
   explored actions whose episode ends with the same final reward as the expert within
   τ_traj: no step pair can form there, whatever the values, so no pair changes.
@@ -53,6 +55,8 @@ class ExploreSettings:
     max_live: int = 64
     seed: int = 0
     rules: PairRules = field(default_factory=PairRules)
+    pair_types: tuple[str, ...] = ("outcome", "step")
+    """`outcome` explores j = 0; `step` explores j >= 1 and pays for the MC values."""
 
 
 @dataclass
@@ -60,6 +64,9 @@ class IterationResult:
     iteration: int
     pairs: list[PreferencePair]
     stats: dict[str, float]
+    values: list[dict] = field(default_factory=list)
+    """Per explored step (j >= 1): the expert's and the agent's step values at j+1 and both
+    final rewards (`agent_value` None where MC was skipped): the diagnostics' raw data."""
 
 
 class Exploration:
@@ -133,11 +140,17 @@ class Exploration:
             values[(t.task_id, len(t.actions))] = t.reward
         return values
 
+    def _prefix_lengths(self, n_actions: int) -> list[int]:
+        """The j explored for a task: 0 for outcome pairs, 1..n-1 for step pairs."""
+        first = 0 if "outcome" in self.s.pair_types else 1
+        last = n_actions if "step" in self.s.pair_types else 1
+        return list(range(first, min(last, n_actions)))
+
     def explore(self, iteration: int, explorer: Policy) -> dict[tuple[str, int], StoredEpisode]:
         specs = [
             EpisodeSpec(t.task_id, tuple(t.actions[:j]), (iteration, "explore", t.task_id, j, 0))
             for t in self.tasks
-            for j in range(len(t.actions))
+            for j in self._prefix_lengths(len(t.actions))
         ]
         greedy = Sampling(
             temperature=0.0,
@@ -152,7 +165,7 @@ class Exploration:
     ) -> IterationResult:
         """Explore, score and pair for `iteration` (>= 1); writes iter_<k>/pairs.json."""
         start = time.perf_counter()
-        expert_v = self.expert_values(scorer)
+        expert_v = self.expert_values(scorer) if "step" in self.s.pair_types else {}
         explored = self.explore(iteration, explorer)
         tau = self.s.rules.tau_traj
         by_id = {t.task_id: t for t in self.tasks}
@@ -169,6 +182,18 @@ class Exploration:
             else:
                 needed[(task, j)] = [*by_id[task].actions[:j], first_action]
         agent_v.update(self._mc_values("mc", iteration, needed, scorer))
+        values = [
+            {
+                "task": task,
+                "j": j,
+                "expert_value": expert_v[(task, j + 1)],
+                "agent_value": agent_v.get((task, j)),
+                "expert_reward": by_id[task].reward,
+                "agent_reward": ep.reward,
+            }
+            for (task, j), ep in sorted(explored.items())
+            if j >= 1 and ep.policy_turns
+        ]
         pairs, mismatched = [], 0
         for (task, j), ep in sorted(explored.items()):
             expert = by_id[task]
@@ -217,7 +242,7 @@ class Exploration:
             folder = Path(out_dir) / f"iter_{iteration}"
             write_pairs(folder / "pairs.json", pairs)
             (folder / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
-        return IterationResult(iteration, pairs, stats)
+        return IterationResult(iteration, pairs, stats, values)
 
     def _stats(
         self,
