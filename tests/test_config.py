@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ipr_lightning.bench.plan import cell_config, load_bench
 from ipr_lightning.config import (
     ConfigError,
     RunConfig,
@@ -94,9 +95,14 @@ def test_saved_config_loads_back_identically(tmp_path):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_shipped_config_loads(path):
-    cfg = load_config(path)
+    if path.name.startswith("bench_"):  # a run config plus a `bench:` section
+        bench, raw = load_bench(path)
+        cfg = cell_config(bench, raw, path, bench.seeds[0], "ipr")
+        command = "ipr-bench"
+    else:
+        cfg, command = load_config(path), "ipr-fit"
     assert cfg.output_dir
-    first_comment = path.read_text().split("ipr-fit", 1)
+    first_comment = path.read_text().split(command, 1)
     assert len(first_comment) == 2, f"{path.name} should say the command that runs it"
 
 
