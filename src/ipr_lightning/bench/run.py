@@ -19,6 +19,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,26 +44,25 @@ def last_checkpoint(folder: Path) -> Path:
     return folder / "checkpoints" / "last.ckpt"
 
 
+def _keyed_lines(path: Path) -> Iterator[tuple[tuple, str]]:
+    """(key, line) of every readable line of a rollout store; damaged lines are left out
+    (the run that needs those episodes makes them again)."""
+    if not path.is_file():
+        return
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            yield tuple(json.loads(line)["key"]), line
+        except (ValueError, KeyError, TypeError):
+            continue
+
+
 def share_rollouts(sources: list[Path], target: Path) -> int:
     """Append to `target` the episodes of `SHARED_ITERATIONS` found in `sources` (other
-    cells' rollouts.jsonl) that it lacks; returns how many. Damaged lines are left out (the
-    target's run makes those episodes itself)."""
-    have = set()
-    if target.is_file():
-        for line in target.read_text(encoding="utf-8").splitlines():
-            try:
-                have.add(tuple(json.loads(line)["key"]))
-            except (ValueError, KeyError, TypeError):
-                continue
+    cells' rollouts.jsonl) that it lacks; returns how many."""
+    have = {key for key, _ in _keyed_lines(target)}
     added = []
     for source in sources:
-        if not source.is_file():
-            continue
-        for line in source.read_text(encoding="utf-8").splitlines():
-            try:
-                key = tuple(json.loads(line)["key"])
-            except (ValueError, KeyError, TypeError):
-                continue
+        for key, line in _keyed_lines(source):
             if key[0] in SHARED_ITERATIONS and key not in have:
                 have.add(key)
                 added.append(line)
