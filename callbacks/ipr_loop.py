@@ -3,9 +3,10 @@
 Epochs `0 .. sft_epochs-1` are SFT; then each iteration k = 1..K has `ipr.epochs` epochs of
 preference training (K may be 0: an SFT run evaluated like an IPR run's SFT phase, as
 `ipr-bench` runs SFT). Each evaluation covers `eval.split` and `eval.extra_splits`. At the
-end of the last epoch of each phase (`on_train_epoch_end`) the callback saves `checkpoints/last.ckpt` (a kill during the long work that follows resumes right
-there, not into the training before it), evaluates the policy on the held-out split, and, if
-an iteration follows:
+end of the last epoch of each phase (`on_train_epoch_end`) the callback saves
+`checkpoints/last.ckpt` (a kill during the long work that follows resumes right there, not
+into the training before it), evaluates the policy on the held-out splits, and, if an
+iteration follows:
 
 1. after SFT, freezes a copy of the policy adapter as `sft`: the MC scorer and (by default)
    the DPO reference — no second copy of the base model;
