@@ -54,14 +54,15 @@ def report(bench: BenchConfig, config: str) -> str:
         + (f"; not finished: {', '.join(unfinished)}." if unfinished else "."),
         "",
     ]
-    path, text = write_report(bench, header)
+    all_cells = read_cells(bench)
+    rows = csv_rows(all_cells)
+    path, text = write_report(bench, all_cells, rows, header)
     try:
         from ipr_lightning.bench.plots import plot_pairs, plot_success, plot_values
     except ImportError:
         log.warning("matplotlib is not installed (pip install '.[bench]'): no plots")
         return text
-    all_cells = read_cells(bench)
-    plot_success(csv_rows(all_cells), bench, bench.root / "success.png")
+    plot_success(rows, bench, bench.root / "success.png")
     plot_pairs(all_cells, bench, bench.root / "pairs.png")
     plot_values(all_cells, bench.root / "step_values.png")
     print(f"ipr-bench: report in {path} (+ results.csv, diagnostics.json, *.png)")

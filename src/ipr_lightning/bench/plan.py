@@ -15,7 +15,14 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ipr_lightning.config import ConfigError, RunConfig, data_source, load_config, read_yaml
+from ipr_lightning.config import (
+    ConfigError,
+    RunConfig,
+    data_source,
+    load_config,
+    normalise_overrides,
+    read_yaml,
+)
 
 SFT = "sft"
 METHODS: dict[str, dict[str, object]] = {
@@ -83,7 +90,7 @@ def load_bench(
     overrides `bench.x=...` go to the bench, every other one to the run config."""
     raw = copy.deepcopy(read_yaml(path))
     section = raw.pop("bench", None) or {}
-    overrides = [o[2:] if o.startswith("--") else o for o in overrides or []]
+    overrides = normalise_overrides(overrides or [])  # `--k=v` as `k=v`; `k` alone refused
     mine = [o.removeprefix("bench.") for o in overrides if o.startswith("bench.")]
     rest = [o for o in overrides if not o.startswith("bench.")]
     try:

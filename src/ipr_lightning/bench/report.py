@@ -298,11 +298,11 @@ def diagnostics_table(diag: Sequence[dict]) -> list[str]:
     return lines
 
 
-def write_report(bench: BenchConfig, header: Sequence[str] = ()) -> tuple[Path, str]:
-    """Write results.csv, results.md (and diagnostics.json) under the bench root; returns
-    the markdown path and text."""
-    cells = read_cells(bench)
-    rows = csv_rows(cells)
+def write_report(
+    bench: BenchConfig, cells: Sequence[Cell], rows: Sequence[dict], header: Sequence[str] = ()
+) -> tuple[Path, str]:
+    """Write results.csv, results.md (and diagnostics.json) under the bench root from the
+    cells read (`read_cells`) and their rows (`csv_rows`); returns the markdown path and text."""
     root = bench.root
     root.mkdir(parents=True, exist_ok=True)
     with (root / "results.csv").open("w", newline="") as f:
