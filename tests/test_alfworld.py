@@ -611,3 +611,30 @@ def test_generating_only_some_task_types(tmp_path: Path):
     assert sum(manifest["counts"]["train"].values()) == 2
     with pytest.raises(ValueError, match="unknown task types"):
         generate_games(tmp_path / "h", 1, 1, 1, task_types=["juggle"])
+
+
+def test_expert_is_played_once_then_read_from_its_cache(games, tmp_path, monkeypatch, caplog):
+    import ipr_lightning.envs.alfworld_handle as alfworld_handle
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    played = _handle(games, "train").expert()
+    monkeypatch.setattr(alfworld_handle, "expert_trajectories", _never_called)
+    again = _handle(games, "train").expert()
+    assert [(t.id, t.turns, t.reward, t.meta) for t in again] == [
+        (t.id, t.turns, t.reward, t.meta) for t in played
+    ]
+    # other settings are other files: a shorter max_turns plays the expert again
+    with pytest.raises(AssertionError, match="played"):
+        _handle(games, "train", max_turns=6).expert()
+    # a damaged cache is replayed, with a warning, not trusted
+    (cached,) = (tmp_path / "cache").rglob("train-*.json")
+    cached.write_text('[{"id": "x"', encoding="utf-8")
+    monkeypatch.setattr(alfworld_handle, "expert_trajectories", lambda *a, **k: played[:1])
+    with caplog.at_level("WARNING"):
+        assert _handle(games, "train").expert() == played[:1]
+    assert "cache unreadable" in caplog.text
+    assert [t.id for t in read_trajectories(cached)] == [played[0].id]
+
+
+def _never_called(*args, **kwargs):
+    raise AssertionError("the expert was played again")

@@ -250,6 +250,34 @@ def test_kv_reuse_across_turns_gives_the_texts_of_plain_generate(tiny_model_cfg)
     ]
 
 
+def test_rows_finishing_at_different_steps_decode_as_they_would_alone(tiny_model_cfg):
+    """Eight rows stop after 1..8 tokens: finished rows first stay in the batch (decoding
+    padding), then are dropped in one copy; every row still gets what it gets alone."""
+    from ipr_lightning.rollout.kv import PrefixCache, generate
+
+    model, tok = _tiny_policy_parts(tiny_model_cfg)
+    model.eval()
+    prompts = [tok(f"task {'z' * k} {k}")["input_ids"] for k in range(8)]
+    length = {tuple(p): k + 1 for k, p in enumerate(prompts)}
+
+    def run(batch):
+        return generate(
+            model,
+            batch,
+            PrefixCache(max_bytes=0),
+            max_new_tokens=12,
+            pad_id=tok.pad_token_id,
+            eos_ids=set(),
+            pick=lambda logits, rows: logits.argmax(-1),
+            stop=lambda row, generated: len(generated) >= length[tuple(batch[row])],
+        )
+
+    together = run(prompts)
+    assert [len(d.tokens) for d in together] == list(range(1, 9))
+    assert [d.tokens for d in together] == [run([p])[0].tokens for p in prompts]
+    assert len({tuple(d.tokens[:3]) for d in together[2:]}) > 1  # outputs depend on the row
+
+
 def test_samples_of_one_prompt_share_one_prefill(tiny_model_cfg):
     model, tok = _tiny_policy_parts(tiny_model_cfg)
     policy = HFPolicy(model, tok)

@@ -8,14 +8,47 @@ With official data every game of the split is used; the `n_*` sizes only size ge
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from pathlib import Path
 
 from ipr_lightning.config import ConfigError, EnvConfig
+from ipr_lightning.data.io import (
+    DataFileError,
+    read_trajectories,
+    turns_to_json,
+    write_trajectories,
+)
 from ipr_lightning.data.records import Trajectory, Turn
+from ipr_lightning.envs import alfworld
 from ipr_lightning.envs.alfworld import AlfworldEnv
 from ipr_lightning.envs.alfworld_engine import SPLITS, TASK_TYPES, require_alfworld, task_type_of
 from ipr_lightning.envs.alfworld_games import expert_trajectories, resolve_alfworld_data
+from ipr_lightning.envs.base import env_cache_dir
 from ipr_lightning.envs.build import EnvHandle
+
+log = logging.getLogger("ipr_lightning")
+
+
+def expert_cache_file(
+    root: Path, split: str, game_ids: list[str], max_turns: int, examples: dict | None
+) -> Path:
+    """Where the expert's trajectories for exactly these games and settings are kept: the
+    key covers the data root, games, max_turns, in-context examples and the expert's own
+    source (a changed expert never serves stale trajectories)."""
+    key = json.dumps(
+        [
+            str(root.resolve()),
+            split,
+            game_ids,
+            max_turns,
+            {t: turns_to_json(turns) for t, turns in (examples or {}).items()},
+            hashlib.sha256(Path(alfworld.__file__).read_bytes()).hexdigest(),
+        ]
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return env_cache_dir("alfworld") / "experts" / f"{split}-{digest}.json"
 
 
 def alfworld_root(cfg: EnvConfig, progress: bool = True) -> Path:
@@ -71,11 +104,19 @@ def build_alfworld(cfg: EnvConfig, split: str, progress: bool = True) -> EnvHand
         return first.example_for(task_type_of(task_id))  # cached per type; a train game
 
     def expert() -> list[Trajectory]:
+        """The handcoded expert on every game of the split, played once per machine: later
+        runs (each seed of a bench, each resumed run) read the cached file."""
         examples = None
         if cfg.in_context_example:
             types = dict.fromkeys(map(task_type_of, task_ids))
             examples = {t: first.example_for(t) for t in types}
-        return expert_trajectories(
+        cached = expert_cache_file(root, split, task_ids, cfg.max_turns, examples)
+        if cached.is_file():
+            try:
+                return read_trajectories(cached)
+            except DataFileError as exc:  # a damaged cache is replayed, never trusted
+                log.warning("ALFWorld expert cache unreadable, replaying the expert: %s", exc)
+        trajectories = expert_trajectories(
             root,
             split,
             game_ids=task_ids,
@@ -84,5 +125,7 @@ def build_alfworld(cfg: EnvConfig, split: str, progress: bool = True) -> EnvHand
             max_turns=cfg.max_turns,
             examples=examples,
         )
+        write_trajectories(cached, trajectories)
+        return trajectories
 
     return EnvHandle("alfworld", split, make_env, task_ids, expert, example_for)

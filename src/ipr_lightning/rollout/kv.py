@@ -282,7 +282,7 @@ def generate(
     next_pos = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=device)
 
     results: list[Decoded | None] = [None] * len(prompts)
-    live = list(range(len(prompts)))  # rows still decoding, in cache-batch order
+    slots: list[int | None] = list(range(len(prompts)))  # row per cache-batch row; None: done
     generated: list[list[int]] = [[] for _ in prompts]
 
     def retire(batch_row: int, row: int, eos: bool) -> None:
@@ -296,27 +296,35 @@ def generate(
         cache.add(torch.tensor(known, dtype=torch.long), kv)
 
     for step in range(max_new_tokens):
-        tokens = pick(logits, live).tolist()
-        keep = []
-        for b, (row, token) in enumerate(zip(live, tokens, strict=True)):
+        live = [b for b, row in enumerate(slots) if row is not None]
+        if len(live) < len(slots):
+            logits = logits[torch.tensor(live, device=device)]
+        tokens = pick(logits, [slots[b] for b in live]).tolist()
+        feed = [pad_id] * len(slots)  # finished rows decode padding until the next compaction
+        for b, token in zip(live, tokens, strict=True):
+            row = slots[b]
             generated[row].append(token)
+            feed[b] = token
             if token in eos_ids:
                 retire(b, row, eos=True)
             elif stop(row, generated[row]) or step == max_new_tokens - 1:
                 retire(b, row, eos=False)
             else:
-                keep.append(b)
+                continue
+            slots[b] = None
+        keep = [b for b, row in enumerate(slots) if row is not None]
         if not keep:
             break
-        if len(keep) < len(live):
+        # Dropping finished rows copies every layer's cache: done only once a quarter of the
+        # batch has finished (a copy per finished row cost more than the rows' decoding).
+        if 4 * (len(slots) - len(keep)) >= len(slots):
             index = torch.tensor(keep, device=device)
             kv_cache.batch_select_indices(index)
             mask, next_pos = mask[index], next_pos[index]
-            live = [live[b] for b in keep]
-            tokens = [tokens[b] for b in keep]
-        mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
+            slots, feed = [slots[b] for b in keep], [feed[b] for b in keep]
+        mask = torch.cat([mask, mask.new_ones(len(slots), 1)], dim=1)
         out = model(
-            input_ids=torch.tensor(tokens, device=device)[:, None],
+            input_ids=torch.tensor(feed, device=device)[:, None],
             attention_mask=mask,
             position_ids=next_pos[:, None],
             use_cache=True,
