@@ -2,5 +2,6 @@
 
 from ipr_lightning.callbacks.adapter_export import AdapterExport
 from ipr_lightning.callbacks.ipr_loop import IPRLoop
+from ipr_lightning.callbacks.last_checkpoint import LastCheckpoint
 
-__all__ = ["AdapterExport", "IPRLoop"]
+__all__ = ["AdapterExport", "IPRLoop", "LastCheckpoint"]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import lightning as L
 
+from ipr_lightning.lightning.module import check_finite_weights
 from ipr_lightning.models import save_adapter
 
 
@@ -21,5 +22,6 @@ class AdapterExport(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # on_fit_end, not on_train_end: Lightning skips the training of a resumed fit whose
         # epochs are all done, and the export must still happen.
+        check_finite_weights(pl_module, "at the end of training")
         if trainer.is_global_zero:
             save_adapter(pl_module.model, self.dirpath)

@@ -39,6 +39,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from ipr_lightning.callbacks.last_checkpoint import save_last
 from torch.utils.data import DataLoader
 
 from ipr_lightning.config import RunConfig
@@ -132,7 +133,7 @@ class IPRLoop(L.Callback):
         seconds = round(time.perf_counter() - self._phase_start, 1)
         # The phase's training is done: keep it before the long evaluation and exploration,
         # so a kill during either resumes right here instead of retraining the phase.
-        trainer.save_checkpoint(self.out / "checkpoints" / "last.ckpt")
+        save_last(trainer, self.out / "checkpoints" / "last.ckpt")
         self._finish_phase(trainer, module, k, seconds)
         if k < self.k_max:
             self._start_iteration(trainer, module, k + 1)

@@ -95,6 +95,19 @@ def test_resume_continues_from_the_last_checkpoint(sft_run, tiny_model_cfg):
     steps = [int(r["step"]) for r in resumed if r.get("train/loss")]
     assert steps and min(steps) >= 16
     assert list((out / "wandb").glob("offline-run-*")), "W&B offline run directory"
+    (recorded,) = [json.loads(line) for line in (out / "config_changes.jsonl").open()]
+    assert recorded["changes"]["trainer.max_epochs"] == [2, 3]
+    assert "wandb.enabled" in recorded["changes"]
+
+
+def test_resume_with_changed_settings_is_refused_naming_them(sft_run):
+    """#16 item 5: a resume under other settings mixed two runs in one folder."""
+    out, _ = sft_run
+    before = (out / "config.yaml").read_text()
+    proc = run("--config", str(out / "config.yaml"), "--resume", "seed=7", "optim.lr=0.5")
+    line = one_line_error(proc)
+    assert "optim.lr (0.01 -> 0.5)" in line and "seed (0 -> 7)" in line
+    assert (out / "config.yaml").read_text() == before
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:

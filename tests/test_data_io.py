@@ -81,6 +81,8 @@ def swap(i: int, key: str, value):
         ({"id": "r", "conversations": swap(1, "value", 3)}, "conversations[1].value", "string"),
         ({"id": "r", "conversations": CONV[:1]}, "conversations", "no assistant turn"),
         ({"id": "r", "conversations": CONV, "reward": "high"}, "reward", "number"),
+        ({"id": "r", "conversations": CONV, "reward": float("nan")}, "reward", "finite"),
+        ({"id": "r", "conversations": swap(3, "value", " \n")}, "conversations[3]", "empty"),
     ],
 )
 def test_malformed_trajectory_names_file_record_and_field(tmp_path, record, field, problem):
@@ -190,6 +192,11 @@ def test_pairs_round_trip_with_prompt_start(tmp_path):
         (lambda r: r.update(prompt_start="3"), "prompt_start", "must be an integer, got str"),
         (lambda r: r.update(prompt_start=True), "prompt_start", "must be an integer, got bool"),
         (lambda r: r.update(prompt_start=2), "prompt_start", "prompt turn 2 is a user turn"),
+        (lambda r: r.update(ref_chosen_logp=float("nan")), "ref_chosen_logp", "finite number"),
+        (lambda r: r.update(rejected_reward=float("inf")), "rejected_reward", "finite number"),
+        (lambda r: r.update(rejected=r["chosen"]), "rejected", "identical to chosen"),
+        (lambda r: r.update(chosen_reward=0.2, rejected_reward=0.9), "rejected_reward", "swapped"),
+        (lambda r: r["chosen"][0].update(value=""), "chosen", "every assistant turn is empty"),
     ],
 )
 def test_malformed_pairs(tmp_path, mutate, field, problem):
@@ -207,3 +214,15 @@ def test_malformed_pairs(tmp_path, mutate, field, problem):
 def test_trajectory_record_defaults():
     t = Trajectory("a", [Turn("user", "u"), Turn("assistant", "a")])
     assert t.reward is None and t.meta == {}
+
+
+def test_a_trajectory_ending_on_a_user_turn_is_read_with_a_warning(tmp_path, caplog):
+    records = [{"id": "a", "conversations": CONV}, {"id": "b", "conversations": [*CONV, CONV[2]]}]
+    with caplog.at_level("WARNING"):
+        assert len(read_trajectories(dump(tmp_path, records))) == 2
+    assert "1 of 2 trajectories end on a user turn (first: id='b')" in caplog.text
+
+
+def test_an_empty_rejected_completion_is_a_fair_negative(tmp_path):
+    write_pairs(tmp_path / "p.json", [make_pair(rejected=[Turn("assistant", "")])])
+    assert read_pairs(tmp_path / "p.json")[0].rejected == [Turn("assistant", "")]

@@ -4,6 +4,7 @@ with no episode lost or recorded twice."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -97,9 +98,17 @@ def _killed_where_meant(out: Path, point: str) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("point", "reached"), [("mc", _mc_running), ("training", _training_iteration_1)]
+    ("point", "reached", "how"),
+    [
+        pytest.param("mc", _mc_running, signal.SIGKILL, id="kill-mc"),
+        pytest.param("training", _training_iteration_1, signal.SIGKILL, id="kill-training"),
+        # a scheduler's stop, honoured at the next rollout turn
+        pytest.param("mc", _mc_running, signal.SIGTERM, id="sigterm-mc"),
+    ],
 )
-def test_killed_run_resumes_to_the_same_pairs(ipr_run, tiny_model_cfg, tmp_path, point, reached):
+def test_killed_run_resumes_to_the_same_pairs(
+    ipr_run, tiny_model_cfg, tmp_path, point, reached, how
+):
     reference, _ = ipr_run
     out = tmp_path / "killed"
     proc = start(out, tiny_model_cfg.cache_dir)
@@ -107,8 +116,14 @@ def test_killed_run_resumes_to_the_same_pairs(ipr_run, tiny_model_cfg, tmp_path,
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None and not reached(out):
         time.sleep(0.02)
-    proc.kill()
-    proc.communicate()
+    proc.send_signal(how)
+    sent = time.monotonic()
+    _, stderr = proc.communicate()
+    if how == signal.SIGTERM:
+        assert time.monotonic() - sent < 10  # not at the end of the whole exploration
+        assert proc.returncode == 143, stderr[-3000:]
+        assert "Traceback" not in stderr
+        assert "stopped by SIGTERM" in stderr.splitlines()[-1] and "--resume" in stderr
     assert _killed_where_meant(out, point), f"killed too late: not during {point}"
     resumed = start(out, tiny_model_cfg.cache_dir, "--resume")
     _, stderr = resumed.communicate(timeout=900)

@@ -154,3 +154,37 @@ def test_pair_collator_stacks_chosen_then_rejected(tiny_tok):
     pairs[0].ref_chosen_logp = None
     batch = PairCollator(tiny_tok.pad_token_id)([PairDataset(pairs, tiny_tok, 4096)[0]])
     assert "ref_chosen_logps" not in batch
+
+
+def test_length_grouped_batches_cover_every_row_once_with_little_padding():
+    import random
+
+    from ipr_lightning.data.datasets import SeededBatches, length_grouped_batches
+
+    rng = random.Random(0)
+    lengths = [rng.randint(100, 1400) for _ in range(1001)]
+    batches = length_grouped_batches(lengths, 4, random.Random(1), group=16)
+    assert sorted(i for b in batches for i in b) == list(range(1001))
+    assert sum(len(b) < 4 for b in batches) == 1  # one short batch: 1001 = 250 * 4 + 1
+
+    def padded(bs):
+        return sum(max(lengths[i] for i in b) * len(b) for b in bs) / sum(lengths)
+
+    shuffled = list(range(1001))
+    random.Random(2).shuffle(shuffled)
+    plain = [shuffled[k : k + 4] for k in range(0, 1001, 4)]
+    assert padded(batches) < 1.05 < 1.2 < padded(plain)
+    # the batch order is random (not sorted by length), and each epoch differs
+    firsts = [max(lengths[i] for i in b) for b in batches[:20]]
+    assert firsts != sorted(firsts)
+    sampler = SeededBatches(1001, 4, seed=3, lengths=lengths)
+    epoch0, epoch1 = list(sampler), list(sampler)
+    assert epoch0 != epoch1 and len(sampler) == len(epoch0) == 251
+    assert list(SeededBatches(1001, 4, seed=3, lengths=lengths)) == epoch0  # seeded
+    # a pass cut short after 100 trained batches: a restored sampler serves the rest of it
+    sampler.trained = 100
+    restored = SeededBatches(1001, 4, seed=3, lengths=lengths)
+    restored.load_state_dict(sampler.state_dict())
+    assert list(restored) == epoch1[100:] and restored.trained == 100
+    restored.load_state_dict({"epoch": 1, "trained": 251})  # a finished pass: the next one
+    assert list(restored) == restored.batches(2) != epoch1

@@ -22,18 +22,23 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
-from ipr_lightning.callbacks import AdapterExport, IPRLoop
+from ipr_lightning import stopping
+from ipr_lightning.callbacks import AdapterExport, IPRLoop, LastCheckpoint
 from ipr_lightning.config import (
     ENV_EXPERT,
+    HARMLESS_KEYS,
     ConfigError,
     RunConfig,
+    config_changes,
     data_source,
     describe,
     load_config,
@@ -45,11 +50,12 @@ from ipr_lightning.data.render import TemplateError, ensure_chat_template
 from ipr_lightning.envs.build import build_env
 from ipr_lightning.ipr.experts import align_experts, expert_tasks
 from ipr_lightning.lightning.datamodule import IPRDataModule
-from ipr_lightning.lightning.module import IPRModule
+from ipr_lightning.lightning.module import IPRModule, NonFiniteTraining
 from ipr_lightning.models import SCRATCH, build_scratch_model, load_tokenizer
 from ipr_lightning.precision import describe_machine, resolve_dtype, resolve_precision
+from ipr_lightning.stopping import StopRequested
 
-USER_ERRORS = (ConfigError, DataFileError, TemplateError)
+USER_ERRORS = (ConfigError, DataFileError, TemplateError, NonFiniteTraining)
 log = logging.getLogger("ipr_lightning")
 
 
@@ -84,6 +90,50 @@ def checkpoint_to_resume(cfg: RunConfig, resume: bool) -> str | None:
             "pass --resume to continue it or choose another output_dir"
         )
     return None
+
+
+def check_resumed_config(cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """A resumed run must go on under the settings its checkpoint and rollouts were made
+    with. Allowed: the harmless keys (logging, progress, workers), the evaluation settings,
+    more IPR iterations, and more epochs of an SFT-only run; anything else is refused with
+    one line naming the keys. Returns the allowed changes (recorded by the caller)."""
+    saved_file = Path(cfg.output_dir) / "config.yaml"
+    if not saved_file.is_file():
+        return {}
+    saved = load_config(saved_file)
+    now = cfg
+    if cfg.model.name_or_path == SCRATCH:  # the saved config names the model folder it built
+        now = replace(cfg, model=replace(cfg.model, name_or_path=saved.model.name_or_path))
+    changes = config_changes(saved, now)
+    sft_only = saved.ipr.iterations == 0 and cfg.ipr.iterations == 0
+
+    def allowed(key: str, old: Any, new: Any) -> bool:
+        if key.startswith((*HARMLESS_KEYS, "eval.")):
+            return True
+        if key == "ipr.iterations":
+            return new >= old
+        return key == "trainer.max_epochs" and sft_only and new >= old
+
+    refused = [k for k, (old, new) in changes.items() if not allowed(k, old, new)]
+    if refused:
+        shown = ", ".join(f"{k} ({changes[k][0]!r} -> {changes[k][1]!r})" for k in refused[:4])
+        more = f" and {len(refused) - 4} more" if len(refused) > 4 else ""
+        raise ConfigError(
+            f"--resume: {saved_file} was run with other settings: {shown}{more}; these change "
+            "what the checkpoint and the stored rollouts mean. Put them back, or start a new "
+            "output_dir"
+        )
+    return changes
+
+
+def record_config_changes(out: Path, changes: dict[str, tuple[Any, Any]]) -> None:
+    """Append the settings a resume changed to `<output_dir>/config_changes.jsonl`."""
+    if not changes:
+        return
+    log.info("resumed with changed settings: %s", ", ".join(changes))
+    row = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "changes": changes}
+    with (out / "config_changes.jsonl").open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 def check_wandb(cfg: RunConfig) -> None:
@@ -138,11 +188,12 @@ def build_trainer(cfg: RunConfig, loop: IPRLoop | None = None) -> L.Trainer:
         enable_progress_bar=t.enable_progress_bar,
         gradient_clip_val=cfg.optim.grad_clip or None,
         num_sanity_val_steps=0,
+        enable_checkpointing=False,  # LastCheckpoint below, not Lightning's default one
         inference_mode=False,  # metric state must stay usable across validate() and fit()
         logger=build_loggers(cfg),
-        callbacks=[
+        callbacks=[  # the checkpoint first: an epoch's end is saved before a phase's work
+            LastCheckpoint(out / "checkpoints" / "last.ckpt", t.checkpoint_every_n_steps),
             *extra,
-            ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0),
             LearningRateMonitor(logging_interval="step"),
             AdapterExport(out / "adapter"),
         ],
@@ -330,7 +381,9 @@ def fit(cfg: RunConfig, resume: bool, *, evaluate_sft: bool = False) -> dict:
 
 def _fit(cfg: RunConfig, resume: bool, evaluate_sft: bool = False) -> dict:
     ckpt = checkpoint_to_resume(cfg, resume)
+    changes = check_resumed_config(cfg) if ckpt else {}
     check_wandb(cfg)
+    record_config_changes(Path(cfg.output_dir), changes)
     save_config(cfg, Path(cfg.output_dir) / "config.yaml")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = IPRDataModule(cfg.data, cfg.seed)
@@ -364,6 +417,13 @@ def _fit(cfg: RunConfig, resume: bool, evaluate_sft: bool = False) -> dict:
     return summarise(cfg, trainer, time.perf_counter() - start, val_before)
 
 
+def stopped_message(tool: str, again: str) -> str:
+    return (
+        f"{tool}: stopped by SIGTERM at a rollout turn; every finished episode is kept "
+        f"(rollouts.jsonl). Run the same command{again} to continue"
+    )
+
+
 def fit_main(argv: list[str] | None = None) -> int:
     args, rest = parse_args(sys.argv[1:] if argv is None else argv)
     if args.help_config:
@@ -376,6 +436,9 @@ def fit_main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"ipr-fit: error: {exc}", file=sys.stderr)
         return 2
+    except StopRequested:
+        print(stopped_message("ipr-fit", " with --resume"), file=sys.stderr)
+        return stopping.EXIT_CODE
     print_summary(summary)
     return 0
 

@@ -144,6 +144,10 @@ class DataConfig:
     """Token limit per rendered conversation; longer ones are truncated and counted."""
     batch_size: int = 4
     """Sequences per optimizer micro-batch."""
+    group_by_length: bool = True
+    """Training batches of similar token lengths (random groups of 64 batches sorted by
+    length, batches in random order): far less padding (generated ALFWorld SFT at batch 4:
+    1.28 -> 1.01 padded tokens per real token). false: plain shuffled batches."""
     num_workers: int = 0
     """DataLoader worker processes."""
 
@@ -236,6 +240,10 @@ class TrainerConfig:
     """Validation frequency, as a fraction of an epoch."""
     enable_progress_bar: bool = True
     """Show Lightning's progress bar."""
+    checkpoint_every_n_steps: int = 100
+    """Save `checkpoints/last.ckpt` every this many optimizer steps as well as at every epoch
+    end (0: epoch ends only). A killed run resumes from it mid-epoch, with the epoch's
+    remaining batches. Checkpoints hold only what trains (adapter and optimizer state)."""
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -244,6 +252,7 @@ class TrainerConfig:
             )
         _at_least("trainer", self, 1, "max_epochs", "accumulate_grad_batches", "devices")
         _at_least("trainer", self, 1, "log_every_n_steps")
+        _at_least("trainer", self, 0, "checkpoint_every_n_steps")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ConfigError(f"trainer.max_steps must be -1 or >= 1, got {self.max_steps}")
 
@@ -605,6 +614,46 @@ def load_config(
         raise ConfigError(f"bad config key '{key}': {str(exc).splitlines()[0]}") from None
     assert isinstance(obj, RunConfig)
     return obj
+
+
+HARMLESS_KEYS = (
+    "wandb.",
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+    "trainer.checkpoint_every_n_steps",
+    "env.workers",
+    "data.num_workers",
+)
+"""Config keys that cannot change a result: logging, progress, checkpoint cadence, workers."""
+
+
+def config_changes(saved: RunConfig, now: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """{key: (saved value, value now)} for every key that differs. A run folder may have been
+    moved (with the folders around it): paths under the part of `output_dir` that changed
+    are compared relative to it."""
+    old_parts, new_parts = Path(saved.output_dir).parts, Path(now.output_dir).parts
+    same = 0
+    while (
+        same < min(len(old_parts), len(new_parts)) and old_parts[-1 - same] == new_parts[-1 - same]
+    ):
+        same += 1
+    roots = [str(Path(*parts[: len(parts) - same])) for parts in (old_parts, new_parts)]
+
+    def flat(cfg: RunConfig, under: str) -> dict[str, Any]:
+        container = OmegaConf.to_container(OmegaConf.structured(cfg))
+        return {
+            k: v.replace(under, "<root>", 1) if isinstance(v, str) and len(under) > 1 else v
+            for k, v in _flatten(container)
+        }
+
+    a, b = flat(saved, roots[0]), flat(now, roots[1])
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
+
+
+def _flatten(node: object, prefix: str = "") -> list[tuple[str, object]]:
+    if isinstance(node, dict):
+        return [kv for k, v in node.items() for kv in _flatten(v, f"{prefix}{k}.")]
+    return [(prefix[:-1], node)]
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

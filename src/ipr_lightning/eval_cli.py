@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ipr_lightning import stopping
 from ipr_lightning.cli import USER_ERRORS
 from ipr_lightning.config import ConfigError, RunConfig, load_config
 from ipr_lightning.data.render import ensure_chat_template
@@ -30,6 +31,7 @@ from ipr_lightning.models import (
 )
 from ipr_lightning.rollout.evaluate import EvalReport, evaluate
 from ipr_lightning.rollout.policy import HFPolicy, Sampling
+from ipr_lightning.stopping import StopRequested
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -112,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"ipr-eval: error: {exc}", file=sys.stderr)
         return 2
+    except StopRequested:
+        print("ipr-eval: stopped by SIGTERM; nothing written", file=sys.stderr)
+        return stopping.EXIT_CODE
     print(
         f"\nipr-eval: {cfg.env.name} {cfg.eval.split}, "
         f"adapter {adapter if adapter else 'none (base model)'}"

@@ -17,10 +17,12 @@ import logging
 import sys
 import time
 
+from ipr_lightning import stopping
 from ipr_lightning.bench.plan import BenchConfig, cells, load_bench
 from ipr_lightning.bench.report import csv_rows, read_cells, write_report
 from ipr_lightning.bench.run import CELL_DONE, check_cells, is_done, run_bench
-from ipr_lightning.cli import USER_ERRORS
+from ipr_lightning.cli import USER_ERRORS, stopped_message
+from ipr_lightning.stopping import StopRequested
 
 log = logging.getLogger("ipr_lightning")
 
@@ -86,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"ipr-bench: error: {exc}", file=sys.stderr)
         return 2
+    except StopRequested:
+        print(stopped_message("ipr-bench", ""), file=sys.stderr)
+        return stopping.EXIT_CODE
     print(text)
     return 0
 

@@ -23,11 +23,15 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from ipr_lightning.bench.plan import SFT, BenchConfig, cell_config, cells
 from ipr_lightning.cli import fit
-from ipr_lightning.config import ConfigError, RunConfig, load_config
+from ipr_lightning.config import (
+    HARMLESS_KEYS,
+    ConfigError,
+    RunConfig,
+    config_changes,
+    load_config,
+)
 from ipr_lightning.models import SCRATCH
 from ipr_lightning.precision import describe_machine
 
@@ -87,32 +91,10 @@ def seed_from_sft(sft: Path, cell: Path, siblings: list[Path]) -> None:
     tmp.replace(last_checkpoint(cell))
 
 
-HARMLESS = ("wandb.", "trainer.enable_progress_bar", "trainer.log_every_n_steps", "env.workers")
-
-
 def changed_keys(saved: RunConfig, now: RunConfig) -> list[str]:
-    """Config keys whose values differ, but those that cannot change a result (logging,
-    progress bars, worker processes). Paths inside the cells' bench folder are compared
-    relative to it, so a bench folder may be moved."""
-    old_root = str(Path(saved.output_dir).parent.parent)
-    new_root = str(Path(now.output_dir).parent.parent)
-
-    def flat(cfg: RunConfig, root: str) -> dict[str, object]:
-        container = OmegaConf.to_container(OmegaConf.structured(cfg))
-        return {
-            k: v.replace(root, "<bench>", 1) if isinstance(v, str) else v
-            for k, v in _flatten(container)
-            if not k.startswith(HARMLESS)
-        }
-
-    a, b = flat(saved, old_root), flat(now, new_root)
-    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-
-
-def _flatten(node: object, prefix: str = "") -> list[tuple[str, object]]:
-    if isinstance(node, dict):
-        return [kv for k, v in node.items() for kv in _flatten(v, f"{prefix}{k}.")]
-    return [(prefix[:-1], node)]
+    """Config keys whose values differ, but those that cannot change a result. Paths inside
+    the cells' bench folder are compared relative to it, so a bench folder may be moved."""
+    return [k for k in config_changes(saved, now) if not k.startswith(HARMLESS_KEYS)]
 
 
 def check_unchanged(folder: Path, cfg: RunConfig) -> None:

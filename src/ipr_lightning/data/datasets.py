@@ -9,12 +9,13 @@ left with nothing to train on one side is not served.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
 
 from ipr_lightning.data.records import PreferencePair, Trajectory
@@ -215,3 +216,71 @@ class PairCollator:
             batch["ref_chosen_logps"] = torch.tensor([c for c, _ in refs], dtype=torch.float32)
             batch["ref_rejected_logps"] = torch.tensor([rj for _, rj in refs], dtype=torch.float32)
         return batch
+
+
+def row_length(row: Rendered | RenderedPair) -> int:
+    """Tokens a row pads its batch to (a pair: its longer side)."""
+    if isinstance(row, RenderedPair):
+        return max(len(row.chosen.input_ids), len(row.rejected.input_ids))
+    return len(row.input_ids)
+
+
+def length_grouped_batches(
+    lengths: Sequence[int], batch_size: int, rng: random.Random, group: int = 64
+) -> list[list[int]]:
+    """Every index once, in batches of similar lengths, in random order: shuffle, cut into
+    groups of `group` batches, sort each group by length, batch it, shuffle the batches.
+    Rows of one batch come from one random group, so an epoch still mixes the data."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches = []
+    for start in range(0, len(order), group * batch_size):
+        chunk = sorted(order[start : start + group * batch_size], key=lambda i: lengths[i])
+        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def shuffled_batches(n: int, batch_size: int, rng: random.Random) -> list[list[int]]:
+    order = list(range(n))
+    rng.shuffle(order)
+    return [order[k : k + batch_size] for k in range(0, n, batch_size)]
+
+
+class SeededBatches(Sampler[list[int]]):
+    """Training batches whose order is a function of (seed, epoch) alone, so that a run killed
+    mid-epoch can be served the rest of that very epoch: `skip` batches are left out of the
+    next pass. Length-grouped when `lengths` are given, else plainly shuffled. `trained`
+    counts the pass's batches the model was given (kept by the trainer's side, which knows
+    when a batch is used rather than prefetched)."""
+
+    def __init__(
+        self, n: int, batch_size: int, seed: int, lengths: Sequence[int] | None = None
+    ) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.lengths = None if lengths is None else list(lengths)
+        self.next_epoch, self.skip, self.trained = 0, 0, 0
+        self.epoch = -1
+        """The epoch whose batches the last pass served."""
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        rng = random.Random(f"{self.seed}/{epoch}")
+        if self.lengths is None:
+            return shuffled_batches(self.n, self.batch_size, rng)
+        return length_grouped_batches(self.lengths, self.batch_size, rng)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        self.epoch, self.next_epoch = self.next_epoch, self.next_epoch + 1
+        self.trained, self.skip = self.skip, 0
+        return iter(self.batches(self.epoch)[self.trained :])
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "trained": self.trained}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Serve the rest of a pass that was cut short (a finished pass: nothing to do)."""
+        if 0 < state["trained"] < len(self):
+            self.next_epoch, self.skip = state["epoch"], state["trained"]

@@ -15,6 +15,8 @@ No record is ever dropped silently; unknown fields are kept in `meta` and writte
 from __future__ import annotations
 
 import json
+import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "system":
 CHAT_ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
 TO_SHAREGPT = {"user": "human", "assistant": "gpt", "system": "system"}
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
+log = logging.getLogger(__name__)
 PAIR_SCALARS = ("chosen_reward", "rejected_reward", "ref_chosen_logp", "ref_rejected_logp")
 
 
@@ -129,6 +132,32 @@ def _parse_turns(
     return turns
 
 
+def _check_no_empty_assistant_turn(turns: list[Turn], err: Any, field: str) -> None:
+    """Expert data: an empty assistant turn teaches the model to say nothing."""
+    for i, turn in enumerate(turns):
+        if turn.role == "assistant" and not turn.content.strip():
+            raise err("empty assistant turn", f"{field}[{i}]")
+
+
+def _check_pair_sides(pair: PreferencePair, err: Any) -> None:
+    """A pair must prefer a real completion over a different one. (An empty rejected one is
+    a fair negative: an agent that answers nothing.)"""
+    if not any(t.content.strip() for t in pair.chosen if t.role == "assistant"):
+        raise err("every assistant turn is empty: nothing to prefer", "chosen")
+    if pair.chosen == pair.rejected:
+        raise err("identical to chosen: nothing to prefer", "rejected")
+    if (
+        pair.chosen_reward is not None
+        and pair.rejected_reward is not None
+        and pair.chosen_reward < pair.rejected_reward
+    ):
+        raise err(
+            f"{pair.rejected_reward} is above chosen_reward {pair.chosen_reward}: chosen and "
+            "rejected look swapped",
+            "rejected_reward",
+        )
+
+
 def _errors(path: Path, index: int, record: Any):
     record_id = record.get("id") if isinstance(record, dict) else None
 
@@ -152,6 +181,8 @@ def _number(record: dict[str, Any], key: str, err: Any) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise err(f"must be a number, got {type(value).__name__}", key)
+    if not math.isfinite(value):
+        raise err(f"must be a finite number, got {value}", key)
     return float(value)
 
 
@@ -179,7 +210,7 @@ def _check_unique(ids: list[str], path: Path) -> None:
 def read_trajectories(path: str | Path) -> list[Trajectory]:
     """Read expert trajectories in either conversation shape; every record is validated."""
     path = Path(path)
-    out = []
+    out, ends_on_user = [], []
     for index, record in enumerate(_load_records(path)):
         err = _errors(path, index, record)
         if not isinstance(record, dict):
@@ -189,11 +220,23 @@ def read_trajectories(path: str | Path) -> list[Trajectory]:
         if key not in record:
             raise err("missing", "conversations")
         turns = _parse_turns(record[key], err, key, first="user")
+        _check_no_empty_assistant_turn(turns, err, key)
+        if turns[-1].role == "user":
+            ends_on_user.append(rid)
         meta = {k: v for k, v in record.items() if k not in ("id", key, "reward")}
         out.append(Trajectory(rid, turns, _number(record, "reward", err), meta))
     if not out:  # would train nothing and still report an adapter
         raise DataFileError(path, "holds no trajectories")
     _check_unique([t.id for t in out], path)
+    if ends_on_user:
+        log.warning(
+            "%s: %d of %d trajectories end on a user turn (first: id=%r); nothing is learnt "
+            "from a last user turn",
+            path,
+            len(ends_on_user),
+            len(out),
+            ends_on_user[0],
+        )
     return out
 
 
@@ -225,19 +268,19 @@ def read_pairs(path: str | Path) -> list[PreferencePair]:
         scalars = {k: _number(record, k, err) for k in PAIR_SCALARS}
         known = {"id", "pair_type", "iteration", "prompt_start", *PAIR_FIELDS, *PAIR_SCALARS}
         meta = {k: v for k, v in record.items() if k not in known}
-        out.append(
-            PreferencePair(
-                rid,
-                prompt,
-                chosen,
-                rejected,
-                pair_type,
-                iteration=iteration,
-                meta=meta,
-                prompt_start=_prompt_start(record, prompt, err),
-                **scalars,
-            )
+        pair = PreferencePair(
+            rid,
+            prompt,
+            chosen,
+            rejected,
+            pair_type,
+            iteration=iteration,
+            meta=meta,
+            prompt_start=_prompt_start(record, prompt, err),
+            **scalars,
         )
+        _check_pair_sides(pair, err)
+        out.append(pair)
     _check_unique([p.id for p in out], path)
     return out
 

@@ -21,7 +21,14 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
 from ipr_lightning.config import DataConfig
-from ipr_lightning.data.datasets import PairCollator, PairDataset, SFTCollator, SFTDataset
+from ipr_lightning.data.datasets import (
+    PairCollator,
+    PairDataset,
+    SeededBatches,
+    SFTCollator,
+    SFTDataset,
+    row_length,
+)
 from ipr_lightning.data.io import read_pairs, read_trajectories
 from ipr_lightning.data.records import Trajectory
 
@@ -53,6 +60,17 @@ def split_train_val(
     )
 
 
+class EpochLoader(DataLoader):
+    """A training loader over `SeededBatches` whose state Lightning keeps in its checkpoints,
+    so that a run restored mid-epoch is served the rest of that epoch."""
+
+    def state_dict(self) -> dict[str, int]:
+        return self.batch_sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.batch_sampler.load_state_dict(state)
+
+
 class IPRDataModule(L.LightningDataModule):
     def __init__(self, cfg: DataConfig, seed: int = 0) -> None:
         super().__init__()
@@ -63,6 +81,7 @@ class IPRDataModule(L.LightningDataModule):
         self.trajectories: list[Trajectory] | None = None
         self.train_data: Dataset | None = None
         self.val_data: Dataset | None = None
+        self.batches: SeededBatches | None = None
 
     def connect(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.tokenizer = tokenizer
@@ -113,14 +132,26 @@ class IPRDataModule(L.LightningDataModule):
         self.setup("fit")
         assert self.train_data is not None
         if not self.has_pairs:
+            self.batches = None
             return DataLoader([None], batch_size=1, collate_fn=lambda _: {"no_pairs": True})
-        return DataLoader(
+        lengths = None
+        if self.cfg.group_by_length:
+            lengths = [row_length(self.train_data[i]) for i in range(len(self.train_data))]
+        self.batches = SeededBatches(len(self.train_data), self.cfg.batch_size, self.seed, lengths)
+        self.batches.next_epoch = self.trainer.current_epoch if self.trainer else 0
+        return EpochLoader(
             self.train_data,
-            batch_size=self.cfg.batch_size,
-            shuffle=True,
+            batch_sampler=self.batches,
             collate_fn=self._collator(),
             num_workers=self.cfg.num_workers,
         )
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Count the training batches given to the model (here, at use: the loader prefetches)
+        for a mid-epoch checkpoint."""
+        if self.batches is not None and self.trainer is not None and self.trainer.training:
+            self.batches.trained += 1
+        return batch
 
     def val_dataloader(self) -> DataLoader | list:
         self.setup("fit")

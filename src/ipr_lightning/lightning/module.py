@@ -53,6 +53,20 @@ from ipr_lightning.models import (
 PHASES = ("sft", "preference")
 
 
+class NonFiniteTraining(RuntimeError):
+    """The loss or the trained weights stopped being finite: the run stops, exporting nothing."""
+
+
+def check_finite_weights(module: torch.nn.Module, when: str) -> None:
+    """Refuse to keep weights that are NaN/inf (they would be saved and served silently)."""
+    bad = [n for n, p in module.named_parameters() if p.requires_grad and not p.isfinite().all()]
+    if bad:
+        raise NonFiniteTraining(
+            f"training diverged: {len(bad)} trained tensors hold NaN/inf {when} (first: "
+            f"{bad[0]}); nothing is saved. Lower the learning rate (optim.lr / ipr.lr)"
+        )
+
+
 class PhaseSchedule:
     """LR multiplier for step `s` of the current phase: linear warm-up, then cosine or flat.
 
@@ -324,7 +338,15 @@ class IPRModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         if batch.get("no_pairs"):  # an iteration without pairs: nothing to train on
             return None
-        return self._loss(batch, "train")
+        loss = self._loss(batch, "train")
+        if not torch.isfinite(loss):
+            raise NonFiniteTraining(
+                f"training diverged: the {self.phase} loss at step {self.global_step} is "
+                f"{loss.item()}; nothing is exported and checkpoints/last.ckpt keeps an "
+                "earlier step. Lower the learning rate (optim.lr / ipr.lr), or check the "
+                "pairs' reference log-probs"
+            )
+        return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._loss(batch, "val")

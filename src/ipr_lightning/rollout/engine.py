@@ -19,6 +19,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ipr_lightning import stopping
 from ipr_lightning.data.records import Turn
 from ipr_lightning.envs.base import TextEnv
 from ipr_lightning.rollout.policy import Policy, Sampling
@@ -138,32 +139,35 @@ def run_episodes(
             on_done(item.episode)
 
     try:
-        while queue or live:
-            while queue and pool:
-                index, spec = queue.pop()
-                item = _Live(pool.pop(), spec, build_start)
-                if item.done:  # the forced prefix already ended it
-                    finish(index, item)
-                else:
-                    live.append((index, item))
-            if not live:
-                continue
-            seeds = None
-            if sampling.temperature > 0 and sampling.seed is not None:
-                seeds = [
-                    turn_seed(sampling.seed, item.spec, item.episode.actions) for _, item in live
-                ]
-            gens = policy.act([item.episode.turns for _, item in live], sampling, seeds)
-            actions += len(gens)
-            bar.set_postfix(live=len(live), actions=actions)  # feedback between completions
-            still = []
-            for (index, item), gen in zip(live, gens, strict=True):
-                item.apply(gen.text, tokens=gen.tokens)
-                if item.done:
-                    finish(index, item)
-                else:
-                    still.append((index, item))
-            live = still
+        with stopping.stoppable():
+            while queue or live:
+                stopping.check()  # a SIGTERM: stop here, finished episodes already handed on
+                while queue and pool:
+                    index, spec = queue.pop()
+                    item = _Live(pool.pop(), spec, build_start)
+                    if item.done:  # the forced prefix already ended it
+                        finish(index, item)
+                    else:
+                        live.append((index, item))
+                if not live:
+                    continue
+                seeds = None
+                if sampling.temperature > 0 and sampling.seed is not None:
+                    seeds = [
+                        turn_seed(sampling.seed, item.spec, item.episode.actions)
+                        for _, item in live
+                    ]
+                gens = policy.act([item.episode.turns for _, item in live], sampling, seeds)
+                actions += len(gens)
+                bar.set_postfix(live=len(live), actions=actions)  # feedback between completions
+                still = []
+                for (index, item), gen in zip(live, gens, strict=True):
+                    item.apply(gen.text, tokens=gen.tokens)
+                    if item.done:
+                        finish(index, item)
+                    else:
+                        still.append((index, item))
+                live = still
     finally:  # connections, processes
         bar.close()
         for env in pool + [item.env for _, item in live]:
