@@ -118,6 +118,20 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def test_max_length_below_every_prompt_is_one_line_exit_2(tmp_path, tiny_model_cfg):
+    """#16: every SFT row skipped ended in an IndexError inside validation."""
+    line = one_line_error(
+        run(
+            "--config",
+            str(ROOT / "configs/tiny.yaml"),
+            f"output_dir={tmp_path / 'r'}",
+            f"--model.cache_dir={tiny_model_cfg.cache_dir}",
+            "data.max_length=16",
+        )  # fmt: skip
+    )
+    assert "data.max_length=16" in line and "raise data.max_length" in line
+
+
 def test_misspelt_key_is_one_line_exit_2(tmp_path):
     line = one_line_error(run("--config", str(ROOT / "configs/tiny.yaml"), "optim.lrr=1"))
     assert "optim.lrr" in line

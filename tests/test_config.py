@@ -55,6 +55,8 @@ def test_wandb_sweep_override_form():
         ("", ["optim"], "key=value"),
         # values that were accepted silently or ended in a traceback deep inside (#16)
         ("", ["optim.lr=-1"], "optim.lr"),
+        ("", ["model.attn_implementation=bogus"], "model.attn_implementation"),
+        ("", ["trainer.checkpoint_every_n_steps=-1"], "trainer.checkpoint_every_n_steps"),
         ("", ["optim.lr=0"], "optim.lr"),
         ("", ["data.batch_size=0"], "data.batch_size"),
         ("", ["trainer.precision=17"], "trainer.precision"),
@@ -143,3 +145,10 @@ def test_sweep_files_run_ipr_fit_with_valid_keys():
             # What the agent would append: --key=value, as an override after the fixed ones.
             cfg = load_config(ROOT / sweep["command"][2], [*fixed, f"--{key}={value}"])
             assert cfg is not None
+
+
+@pytest.mark.parametrize(
+    "value", ["eager", "sdpa", "flash_attention_2", "paged|sdpa", "kernels-community/flash-attn"]
+)
+def test_attn_implementations_transformers_knows_are_accepted(value):
+    assert load_config(None, [f"model.attn_implementation={value}"])

@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from ipr_lightning.config import ConfigError
 from ipr_lightning.data.datasets import PairCollator, PairDataset, SFTCollator, SFTDataset
 from ipr_lightning.data.records import PreferencePair, Trajectory, Turn
 from ipr_lightning.data.render import (
@@ -83,11 +84,14 @@ def test_truncation_is_explicit_and_counted(tiny_tok):
     cut = render_conversation(tiny_tok, TURNS, max_length=40)
     assert cut.truncated and len(cut.input_ids) == 40
     assert cut.input_ids == full.input_ids[:40] and cut.labels == full.labels[:40]
-    trajs = [Trajectory("a", TURNS), Trajectory("b", TURNS[:2])]
-    ds = SFTDataset(trajs, tiny_tok, max_length=20)
-    assert ds.stats.rows == 2 and ds.stats.truncated == 2
-    # Nothing of either assistant turn fits in 20 tokens: counted, reported and skipped.
-    assert ds.stats.untrained == 2 and len(ds) == 0
+    short = Trajectory("c", [Turn("user", "hi"), Turn("assistant", "ok")])
+    trajs = [Trajectory("a", TURNS), Trajectory("b", TURNS[:2]), short]
+    ds = SFTDataset(trajs, tiny_tok, max_length=30)
+    assert ds.stats.rows == 3 and ds.stats.truncated == 2
+    # Nothing of the long ones' assistant turns fits in 30 tokens: counted, reported, skipped.
+    assert ds.stats.untrained == 2 and len(ds) == 1
+    with pytest.raises(ConfigError, match="data.max_length=30: none of the 2"):
+        SFTDataset(trajs[:2], tiny_tok, max_length=30)  # nothing left at all: one line
 
 
 def test_generation_prompt_is_a_prefix_of_the_next_rendering(tiny_tok, request):

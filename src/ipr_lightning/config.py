@@ -122,6 +122,16 @@ class ModelConfig:
     """Where converted embedded models and the tiny test model are cached."""
 
     def __post_init__(self) -> None:
+        attn = (self.attn_implementation or "sdpa").split("|")[-1]
+        if not (
+            attn in ("eager", "sdpa", "flex_attention")
+            or attn.startswith("flash_attention_")
+            or "/" in attn
+        ):  # a hub kernel, e.g. kernels-community/flash-attn
+            raise ConfigError(
+                "model.attn_implementation must be eager, sdpa, flash_attention_2/3, "
+                f"flex_attention or a hub kernel (org/name), got {self.attn_implementation!r}"
+            )
         if self.dtype not in DTYPES:
             raise ConfigError(f"model.dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.quantization not in QUANTIZATIONS:

@@ -290,9 +290,17 @@ def load_model(cfg: ModelConfig) -> torch.nn.Module:
         kwargs["quantization_config"] = build_bnb_config(cfg)
         on_gpu = torch.cuda.is_available()
         kwargs["device_map"] = {"": torch.cuda.current_device()} if on_gpu else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(
-        resolve_model_path(cfg), trust_remote_code=cfg.trust_remote_code, **kwargs
-    )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            resolve_model_path(cfg), trust_remote_code=cfg.trust_remote_code, **kwargs
+        )
+    except (ValueError, ImportError) as exc:
+        if "attn_implementation" not in str(exc) and "flash" not in str(exc).lower():
+            raise
+        message = str(exc).strip().splitlines()[0]
+        raise ConfigError(
+            f"model.attn_implementation={cfg.attn_implementation}: {message}"
+        ) from None
     gc_kwargs = {"use_reentrant": False}  # non-reentrant needs no input-grad hooks
     if cfg.quantization == "nf4":
         _disable_bnb_cpu_packing(model)

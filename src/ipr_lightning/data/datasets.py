@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
 
+from ipr_lightning.config import ConfigError
 from ipr_lightning.data.records import PreferencePair, Trajectory
 from ipr_lightning.data.render import (
     FittedPair,
@@ -74,6 +75,12 @@ class SFTDataset(Dataset):
             self.stats.add(r)
             if r.num_trained:  # counted and reported above; an all-masked row has no loss
                 self.rows.append(r)
+        if trajectories and not self.rows:
+            raise ConfigError(
+                f"data.max_length={max_length}: none of the {len(trajectories)} SFT "
+                "conversations has an assistant token within it (the prompts are longer); "
+                "raise data.max_length"
+            )
         self.stats.report("SFT data", max_length)
         if self.stats.untrained:
             log.warning(

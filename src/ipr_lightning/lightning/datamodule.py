@@ -20,7 +20,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
-from ipr_lightning.config import DataConfig
+from ipr_lightning.config import ConfigError, DataConfig
 from ipr_lightning.data.datasets import (
     PairCollator,
     PairDataset,
@@ -115,7 +115,10 @@ class IPRDataModule(L.LightningDataModule):
             return
         train, val = split_train_val(self.read(), self.cfg.val_fraction, self.seed)
         self.train_data = SFTDataset(train, self.tokenizer, self.cfg.max_length)
-        self.val_data = SFTDataset(val, self.tokenizer, self.cfg.max_length) if val else None
+        try:
+            self.val_data = SFTDataset(val, self.tokenizer, self.cfg.max_length) if val else None
+        except ConfigError:  # training rows fit but no validation row does: no validation
+            self.val_data = None
 
     def _collator(self) -> SFTCollator | PairCollator:
         assert self.tokenizer is not None
