@@ -67,3 +67,29 @@ def test_a_diverging_run_stops_with_one_line_and_exports_nothing(tiny_model_cfg,
     if (out / "checkpoints" / "last.ckpt").exists():  # only ever finite weights
         state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
         assert all(t.isfinite().all() for t in state.values())
+
+
+def test_a_full_disk_is_one_line_and_the_run_resumes(tiny_model_cfg, tmp_path, monkeypatch, capsys):
+    """#16: disk full ended in a traceback."""
+    import errno
+
+    import ipr_lightning.callbacks.last_checkpoint as last_checkpoint
+
+    out = tmp_path / "full"
+    save = last_checkpoint.save_last
+    calls = []
+
+    def full_after_one(trainer, path):
+        calls.append(path)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path) + ".tmp")
+        save(trainer, path)
+
+    monkeypatch.setattr(last_checkpoint, "save_last", full_after_one)
+    assert sft(out, tiny_model_cfg.cache_dir) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert (
+        last.startswith("ipr-fit: error: No space left on device writing ") and "--resume" in last
+    )
+    monkeypatch.setattr(last_checkpoint, "save_last", save)
+    assert sft(out, tiny_model_cfg.cache_dir, "--resume") == 0

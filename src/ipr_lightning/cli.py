@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import json
 import logging
 import netrc
@@ -417,6 +418,19 @@ def _fit(cfg: RunConfig, resume: bool, evaluate_sft: bool = False) -> dict:
     return summarise(cfg, trainer, time.perf_counter() - start, val_before)
 
 
+STORAGE_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def storage_message(exc: OSError) -> str:
+    """A full disk or quota, or a file system gone read-only, in one line: what was being
+    written, and that the run resumes once there is room (writes are atomic)."""
+    where = f" writing {exc.filename}" if exc.filename else ""
+    return (
+        f"{exc.strerror or exc}{where}: make room (or fix the mount) and run the same command "
+        "with --resume; files already written are whole"
+    )
+
+
 def stopped_message(tool: str, again: str) -> str:
     return (
         f"{tool}: stopped by SIGTERM at a rollout turn; every finished episode is kept "
@@ -439,6 +453,11 @@ def fit_main(argv: list[str] | None = None) -> int:
     except StopRequested:
         print(stopped_message("ipr-fit", " with --resume"), file=sys.stderr)
         return stopping.EXIT_CODE
+    except OSError as exc:
+        if exc.errno not in STORAGE_FULL:
+            raise
+        print(f"ipr-fit: error: {storage_message(exc)}", file=sys.stderr)
+        return 2
     print_summary(summary)
     return 0
 
