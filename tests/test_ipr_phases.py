@@ -133,3 +133,24 @@ def test_a_second_run_on_the_same_output_dir_is_refused(tiny_model_cfg, tmp_path
     assert err.count("\n") == 0 and "in use by another ipr-fit (pid 4242)" in err
     assert not (out / "config.yaml").exists()  # it touched nothing
     assert ipr_fit(out, tiny_model_cfg.cache_dir) == 0  # released: the run goes ahead
+
+
+def test_resuming_from_sft_into_an_iteration_without_pairs(tiny_model_cfg, tmp_path, monkeypatch):
+    """The SFT checkpoint holds the training loader's position; the iteration after it serves
+    the one-batch 'no pairs' loader, which must accept that state on resume."""
+    from ipr_lightning.ipr.explore import Exploration
+
+    out, iteration = tmp_path / "run", Exploration.iteration
+
+    def killed(self, *args, **kwargs):
+        raise RuntimeError("killed during exploration")
+
+    monkeypatch.setattr(Exploration, "iteration", killed)
+    with pytest.raises(RuntimeError, match="killed during exploration"):
+        ipr_fit(out, tiny_model_cfg.cache_dir, "ipr.iterations=1", "ipr.tau_traj=1")
+    monkeypatch.setattr(Exploration, "iteration", iteration)
+    assert (
+        ipr_fit(out, tiny_model_cfg.cache_dir, "ipr.iterations=1", "ipr.tau_traj=1", "--resume")
+        == 0
+    )
+    assert [r["phase"] for r in phases(out)] == ["sft", "iteration 1"]

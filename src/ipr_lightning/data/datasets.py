@@ -288,6 +288,9 @@ class SeededBatches(Sampler[list[int]]):
         return {"epoch": self.epoch, "trained": self.trained}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Serve the rest of a pass that was cut short (a finished pass: nothing to do)."""
+        """Serve the rest of a pass that was cut short, or the next pass after a finished one
+        (a checkpoint taken at an epoch's last batch, before its epoch end)."""
         if 0 < state["trained"] < len(self):
             self.next_epoch, self.skip = state["epoch"], state["trained"]
+        elif state["trained"] >= len(self) and state["epoch"] >= 0:
+            self.next_epoch = state["epoch"] + 1
