@@ -156,8 +156,8 @@ class DataConfig:
     """Sequences per optimizer micro-batch."""
     group_by_length: bool = True
     """Training batches of similar token lengths (random groups of 64 batches sorted by
-    length, batches in random order): far less padding (generated ALFWorld SFT at batch 4:
-    1.28 -> 1.01 padded tokens per real token). false: plain shuffled batches."""
+    length, batches in random order): far less padding. false: plain shuffled batches. Either
+    way the order is a function of the seed and the epoch (a resumed run gets the same)."""
     num_workers: int = 0
     """DataLoader worker processes."""
 
