@@ -280,3 +280,23 @@ def test_ipr_fit_runs_sft_and_an_iteration_on_embedded_sql(tiny_model_cfg, tmp_p
     args[args.index(f"output_dir={out}")] = f"output_dir={tmp_path / 'run2'}"
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "expert solved none of the train tasks" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT fts3_tokenizer('simple')",  # returns a native pointer: refused
+        "SELECT count(*) FROM museum WHERE Name = CAST(x'ff' AS TEXT)",  # invalid UTF-8
+        "SELECT Name FROM museum ORDER BY CAST(x'c3ff' AS TEXT) || Name",
+    ],
+)
+def test_hostile_sqlite_functions_and_bytes_answer_with_text(sqlite_backend, sql):
+    """#16: these raised out of env.step (UnicodeDecodeError in the collation) or handed the
+    agent a pointer; an env step answers every model output with an observation."""
+    env = IntercodeSqlEnv({MUSEUM.id: MUSEUM}, sqlite_backend)
+    env.reset(options={"task_id": MUSEUM.id})
+    obs, *_ = env.step(act(sql))
+    assert isinstance(obs, str)
+    if "fts3" in sql:
+        assert obs.startswith("Error executing query: ") and "authoriz" in obs
+    env.close()

@@ -139,7 +139,13 @@ _SHOW_COLUMNS = re.compile(
 )
 
 
-def _authorize(action: int, *args: Any) -> int:
+_SQLITE_DENIED_FUNCTIONS = {"fts3_tokenizer", "load_extension"}
+"""Functions that read nothing of the database: fts3_tokenizer returns a native pointer."""
+
+
+def _authorize(action: int, arg1: Any = None, arg2: Any = None, *args: Any) -> int:
+    if action == sqlite3.SQLITE_FUNCTION and str(arg2).lower() in _SQLITE_DENIED_FUNCTIONS:
+        return sqlite3.SQLITE_DENY  # for a function, arg2 is its name
     return sqlite3.SQLITE_OK if action in _SQLITE_READS else sqlite3.SQLITE_DENY
 
 
@@ -169,6 +175,8 @@ class SqliteSession(Session):
             return QueryResult(None, str(exc))
         except sqlite3.Error as exc:
             return QueryResult(None, str(exc))
+        except UnicodeDecodeError as exc:  # from the collation or a fetched value
+            return QueryResult(None, f"a text value is not valid UTF-8 ({exc.reason})")
         finally:
             self._deadline = time.monotonic() + self.limits.timeout_s
         if len(rows) > self.limits.max_rows:
