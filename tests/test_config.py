@@ -54,6 +54,8 @@ def test_wandb_sweep_override_form():
         ("", ["loss.nll_on=everything"], "loss.nll_on"),
         ("", ["optim"], "key=value"),
         # values that were accepted silently or ended in a traceback deep inside (#16)
+        ("model: tiny-random\n", [], "'model': a section of settings"),
+        ("model: {lora: 8}\n", [], "'model.lora': a section of settings"),
         ("", ["optim.lr=-1"], "optim.lr"),
         ("", ["model.attn_implementation=bogus"], "model.attn_implementation"),
         ("", ["trainer.checkpoint_every_n_steps=-1"], "trainer.checkpoint_every_n_steps"),

@@ -300,3 +300,12 @@ def test_hostile_sqlite_functions_and_bytes_answer_with_text(sqlite_backend, sql
     if "fts3" in sql:
         assert obs.startswith("Error executing query: ") and "authoriz" in obs
     env.close()
+
+
+def test_the_papers_test_size_on_the_embedded_sample_says_what_to_do():
+    """#16 minor: `env.name=intercode_sql` with defaults stopped on a bare test_size range."""
+    from ipr_lightning.config import ConfigError, EnvConfig
+    from ipr_lightning.envs.build import build_env
+
+    with pytest.raises(ConfigError, match="embedded:intercode is a 23-question sample"):
+        build_env(EnvConfig(name="intercode_sql"), "train")

@@ -101,3 +101,13 @@ def test_handle_splits_and_config_errors(tmp_path, monkeypatch):
     assert build_env(canonical, "test").make_env().reward_mode == "canonical"
     with pytest.raises(ConfigError, match="env.sql.reward must be one of"):
         SqlConfig(reward="fuzzy")
+
+
+def test_sql_stats_names_the_option_that_is_wrong(capsys):
+    """#16 minor: a missing --tasks file was blamed on --test-size."""
+    from ipr_lightning.data_cli import main
+
+    assert main(["sql", "stats", "--tasks", "BAD"]) == 2
+    assert capsys.readouterr().err.startswith("ipr-data: error: --tasks: ")
+    assert main(["sql", "stats", "--test-size", "100000"]) == 2
+    assert capsys.readouterr().err.startswith("ipr-data: error: --test-size: ")

@@ -578,10 +578,32 @@ def normalise_overrides(args: list[str]) -> list[str]:
     return out
 
 
+def _section_not_mapping(base: DictConfig, other: Any, prefix: str = "") -> str | None:
+    """The first key where `other` gives a plain value for a whole section (`model: x`),
+    which OmegaConf reports without naming the key."""
+    if not isinstance(other, dict | DictConfig):
+        return None
+    for key, value in other.items():
+        section = base.get(key) if key in base else None
+        if isinstance(section, DictConfig):
+            if not isinstance(value, dict | DictConfig):
+                return f"{prefix}{key}"
+            inner = _section_not_mapping(section, value, f"{prefix}{key}.")
+            if inner:
+                return inner
+    return None
+
+
 def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
     try:
         return OmegaConf.merge(base, other)
     except OmegaConfBaseException as exc:
+        section = _section_not_mapping(base, other)
+        if section:
+            raise ConfigError(
+                f"{source}: bad config key '{section}': a section of settings, so a mapping "
+                f"(e.g. {section}: {{key: value}}), not a single value"
+            ) from None
         key = getattr(exc, "full_key", None) or "?"
         reason = str(exc).splitlines()[0]
         raise ConfigError(f"{source}: bad config key '{key}': {reason}") from None

@@ -286,7 +286,11 @@ def cmd_sql_stats(args: argparse.Namespace) -> None:
     from ipr_lightning.envs.sql_tasks import split_tasks
 
     try:
-        splits = split_tasks(sql_tasks(SqlConfig(task_file=args.tasks)), args.test_size, args.seed)
+        tasks = sql_tasks(SqlConfig(task_file=args.tasks))
+    except ValueError as exc:  # ConfigError / DataFileError: they name the file
+        raise UserError(f"--tasks: {exc}") from None
+    try:
+        splits = split_tasks(tasks, args.test_size, args.seed)
     except ValueError as exc:
         raise UserError(f"--test-size: {exc}") from None
     levels = sorted({t.hardness for t in splits["all"]})

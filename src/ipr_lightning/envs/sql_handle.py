@@ -99,12 +99,19 @@ def build_intercode_sql(cfg: EnvConfig, split: str) -> EnvHandle:
         raise ConfigError(f"unknown InterCode-SQL split {split!r}; expected one of {SPLITS}")
     sql = cfg.sql
     all_tasks = sql_tasks(sql)
+    backend = sql_backend(sql)  # a missing dump or server first: it is the bigger gap
     try:
         splits = split_tasks(all_tasks, sql.test_size, sql.split_seed)
     except ValueError as exc:
-        raise ConfigError(f"env.sql.test_size: {exc}") from None
+        hint = ""
+        if sql.task_file.startswith("embedded:"):
+            hint = (
+                f" ({sql.task_file} is a {len(all_tasks)}-question sample; the paper's "
+                "test_size=200 needs the full InterCode-SQL task file, see "
+                "configs/intercode_sql_embedded.yaml for the sample's settings)"
+            )
+        raise ConfigError(f"env.sql.test_size: {exc}{hint}") from None
     tasks = splits[split]
-    backend = sql_backend(sql)
     check_databases(all_tasks, backend, sql.task_file)
     by_id = {t.id: t for t in tasks}
     gold_cache: dict[str, QueryResult] = {}
