@@ -184,3 +184,60 @@ def test_explorer_is_the_current_policy_and_scorer_the_frozen_sft_copy(tiny_mode
     assert module.reference_adapter == "previous"  # ETO's reference: policy at iteration start
     assert model.active_adapter == "policy"
     assert all(not p.requires_grad for n, p in model.named_parameters() if ".sft." in n)
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+def test_ten_kills_at_seeded_points_resume_to_the_uninterrupted_run(
+    ipr_run, tiny_model_cfg, tmp_path
+):
+    """#16: one run SIGKILLed at 10 points picked from a seed (7 store sizes during
+    exploration and MC, the start of iteration 1's exploration, of its training, and of its
+    evaluation's aftermath), resumed each time, ends with the uninterrupted run's pairs,
+    phase table, rollouts and adapter."""
+    import random
+
+    from safetensors.torch import load_file
+
+    reference, _ = ipr_run
+    keys = [json.loads(line)["key"] for line in (reference / "rollouts.jsonl").open()]
+    n, n1 = len(keys), sum(k[0] <= 1 for k in keys)  # all; expert MC + iteration 1
+    out = tmp_path / "run"
+    checks = {
+        "store": lambda k: _lines(out / "rollouts.jsonl") >= k,
+        "phases": lambda k: _lines(out / "phases.jsonl") >= k,
+        "pairs": lambda k: (out / f"iter_{k}" / "pairs.json").is_file(),
+    }
+    stores = random.Random(16).sample(range(1, n), 7)
+    points = [(("store", k), (k, 1)) for k in stores]
+    points += [(("phases", 1), (0, 0)), (("pairs", 1), (n1, 2)), (("phases", 2), (n1, 3))]
+    for i, ((kind, k), _) in enumerate(sorted(points, key=lambda p: p[1])):
+        proc = start(out, tiny_model_cfg.cache_dir, *(["--resume"] if i else []))
+        deadline = time.monotonic() + 600
+        while proc.poll() is None and not checks[kind](k) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None, f"the run ended before point {kind} {k}"
+        proc.kill()
+        proc.communicate()
+    done = start(out, tiny_model_cfg.cache_dir, "--resume")
+    _, stderr = done.communicate(timeout=900)
+    assert done.returncode == 0, stderr[-4000:]
+    for k in (1, 2):
+        want = read_pairs(reference / f"iter_{k}" / "pairs.json")
+        got = read_pairs(out / f"iter_{k}" / "pairs.json")
+        assert [(p.id, p.chosen, p.rejected) for p in got] == [
+            (p.id, p.chosen, p.rejected) for p in want
+        ]
+
+    def table(run: Path) -> list[tuple]:
+        rows = [json.loads(line) for line in (run / "phases.jsonl").open()]
+        return [(r["phase"], r["success_rate"], r.get("pairs")) for r in rows]
+
+    assert table(out) == table(reference)
+    got_keys = [json.loads(line)["key"] for line in (out / "rollouts.jsonl").open()]
+    assert len(got_keys) == len({tuple(k) for k in got_keys}) == n
+    want_w = load_file(reference / "adapter" / "adapter_model.safetensors")
+    got_w = load_file(out / "adapter" / "adapter_model.safetensors")
+    assert all(torch.equal(want_w[name], got_w[name]) for name in want_w)

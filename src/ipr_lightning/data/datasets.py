@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -262,11 +262,20 @@ class SeededBatches(Sampler[list[int]]):
     when a batch is used rather than prefetched)."""
 
     def __init__(
-        self, n: int, batch_size: int, seed: int, lengths: Sequence[int] | None = None
+        self,
+        n: int,
+        batch_size: int,
+        seed: int,
+        lengths: Sequence[int] | None = None,
+        epoch_of: Callable[[], int] | None = None,
     ) -> None:
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.lengths = None if lengths is None else list(lengths)
+        self.epoch_of = epoch_of
+        """The trainer's current epoch: a pass serves that epoch's order however many times
+        the trainer starts one (Lightning starts two per epoch, one after a restart)."""
         self.next_epoch, self.skip, self.trained = 0, 0, 0
+        self.skip_epoch = -1
         self.epoch = -1
         """The epoch whose batches the last pass served."""
 
@@ -277,8 +286,10 @@ class SeededBatches(Sampler[list[int]]):
         return length_grouped_batches(self.lengths, self.batch_size, rng)
 
     def __iter__(self) -> Iterator[list[int]]:
-        self.epoch, self.next_epoch = self.next_epoch, self.next_epoch + 1
-        self.trained, self.skip = self.skip, 0
+        self.epoch = self.epoch_of() if self.epoch_of else self.next_epoch
+        self.next_epoch = self.epoch + 1
+        self.trained = self.skip if self.epoch == self.skip_epoch else 0
+        self.skip, self.skip_epoch = 0, -1
         return iter(self.batches(self.epoch)[self.trained :])
 
     def __len__(self) -> int:
@@ -292,5 +303,6 @@ class SeededBatches(Sampler[list[int]]):
         (a checkpoint taken at an epoch's last batch, before its epoch end)."""
         if 0 < state["trained"] < len(self):
             self.next_epoch, self.skip = state["epoch"], state["trained"]
+            self.skip_epoch = state["epoch"]
         elif state["trained"] >= len(self) and state["epoch"] >= 0:
             self.next_epoch = state["epoch"] + 1

@@ -140,8 +140,14 @@ class IPRDataModule(L.LightningDataModule):
         lengths = None
         if self.cfg.group_by_length:
             lengths = [row_length(self.train_data[i]) for i in range(len(self.train_data))]
-        self.batches = SeededBatches(len(self.train_data), self.cfg.batch_size, self.seed, lengths)
-        self.batches.next_epoch = self.trainer.current_epoch if self.trainer else 0
+        trainer = self.trainer
+        self.batches = SeededBatches(
+            len(self.train_data),
+            self.cfg.batch_size,
+            self.seed,
+            lengths,
+            epoch_of=(lambda: trainer.current_epoch) if trainer is not None else None,
+        )
         return EpochLoader(
             self.train_data,
             batch_sampler=self.batches,
