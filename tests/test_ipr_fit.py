@@ -97,6 +97,19 @@ def _killed_where_meant(out: Path, point: str) -> bool:
     return "iteration 1" not in (phases.read_text() if phases.is_file() else "")
 
 
+def resume_to_the_end_with_the_same_pairs(out: Path, reference: Path, cache_dir: str) -> None:
+    """Resume the killed run in `out` to its end; its pairs must be the reference run's."""
+    resumed = start(out, cache_dir, "--resume")
+    _, stderr = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, stderr[-4000:]
+    for k in (1, 2):
+        want = read_pairs(reference / f"iter_{k}" / "pairs.json")
+        got = read_pairs(out / f"iter_{k}" / "pairs.json")
+        assert [(p.id, p.chosen, p.rejected) for p in got] == [
+            (p.id, p.chosen, p.rejected) for p in want
+        ]
+
+
 @pytest.mark.parametrize(
     ("point", "reached", "how"),
     [
@@ -125,15 +138,7 @@ def test_killed_run_resumes_to_the_same_pairs(
         assert "Traceback" not in stderr
         assert "stopped by SIGTERM" in stderr.splitlines()[-1] and "--resume" in stderr
     assert _killed_where_meant(out, point), f"killed too late: not during {point}"
-    resumed = start(out, tiny_model_cfg.cache_dir, "--resume")
-    _, stderr = resumed.communicate(timeout=900)
-    assert resumed.returncode == 0, stderr[-4000:]
-    for k in (1, 2):
-        want = read_pairs(reference / f"iter_{k}" / "pairs.json")
-        got = read_pairs(out / f"iter_{k}" / "pairs.json")
-        assert [(p.id, p.chosen, p.rejected) for p in got] == [
-            (p.id, p.chosen, p.rejected) for p in want
-        ]
+    resume_to_the_end_with_the_same_pairs(out, reference, tiny_model_cfg.cache_dir)
     phases = [json.loads(line)["phase"] for line in (out / "phases.jsonl").read_text().splitlines()]
     assert phases == ["sft", "iteration 1", "iteration 2"]  # each phase once, none lost
     keys = [tuple(json.loads(line)["key"]) for line in store.read_text().splitlines()]
@@ -221,15 +226,7 @@ def test_ten_kills_at_seeded_points_resume_to_the_uninterrupted_run(
         assert proc.poll() is None, f"the run ended before point {kind} {k}"
         proc.kill()
         proc.communicate()
-    done = start(out, tiny_model_cfg.cache_dir, "--resume")
-    _, stderr = done.communicate(timeout=900)
-    assert done.returncode == 0, stderr[-4000:]
-    for k in (1, 2):
-        want = read_pairs(reference / f"iter_{k}" / "pairs.json")
-        got = read_pairs(out / f"iter_{k}" / "pairs.json")
-        assert [(p.id, p.chosen, p.rejected) for p in got] == [
-            (p.id, p.chosen, p.rejected) for p in want
-        ]
+    resume_to_the_end_with_the_same_pairs(out, reference, tiny_model_cfg.cache_dir)
 
     def table(run: Path) -> list[tuple]:
         rows = [json.loads(line) for line in (run / "phases.jsonl").open()]
