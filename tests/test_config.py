@@ -72,6 +72,7 @@ def test_wandb_sweep_override_form():
         ("", ["eval.max_new_tokens=0"], "eval.max_new_tokens"),
         ("", ["eval.batch_size=0"], "eval.batch_size"),
         ("", ["ipr.iterations=1", "eval.split=train"], "held-out split"),
+        ("", ["env.sql.max_result_bytes=0"], "max_result_bytes"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path, yaml_text, overrides, needle):

@@ -25,8 +25,9 @@ from ipr_lightning.envs.sql_backends import (
 )
 from ipr_lightning.envs.sql_dump import default_dump_path, sqlite_databases
 from ipr_lightning.envs.sql_tasks import expert_trajectory, shipped_tasks
+from ipr_lightning.envs.sql_worker import GRACE_S
 
-LIMITS = SqlLimits(timeout_s=1.0, max_rows=100)
+LIMITS = SqlLimits(timeout_s=1.0, max_rows=100, max_bytes=1_000_000)
 MUSEUM = SqlTask(
     "sql-0900",
     "museum_visit",
@@ -232,6 +233,58 @@ def test_result_size_is_capped(backend):
     assert result.rows is None and "more than 100 rows" in result.error
     assert session.run("SELECT count(*) FROM museum").rows == [(8,)]
     session.close()
+
+
+BIG_ROWS = {  # 64 rows of 100 kB: 6.4 MB, under the row cap and over the byte cap
+    "sqlite": "SELECT zeroblob(100000) FROM museum a, museum b",
+    "mysql": "SELECT REPEAT('x', 100000) FROM museum a, museum b",
+}
+
+
+def test_result_bytes_are_capped(backend):
+    """#16: `zeroblob(9900000) ... LIMIT 100` passed the row cap and peaked at 3 GB."""
+    session = backend.open("museum_visit")
+    result = session.run(BIG_ROWS[backend.name])
+    assert result.rows is None and "larger than 1000000 bytes" in result.error
+    one_value = session.run("SELECT zeroblob(2000000)" if backend.name == "sqlite" else "SELECT 1")
+    assert backend.name != "sqlite" or "too big" in one_value.error  # no value over the cap
+    assert session.run("SELECT count(*) FROM museum").rows == [(8,)]
+    session.close()
+
+
+LONG_INSTRUCTIONS = [  # each one SQLite instruction: the progress handler never ran (#16)
+    "SELECT length(printf('%.*c', 2000000000, 'x'))",  # 12.8 s with a 5 s limit
+    "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 300) "
+    "SELECT count(*) FROM (SELECT printf('%.*c', 900000, char(65 + i % 26)) || i AS v "
+    "FROM c ORDER BY v COLLATE MYSQL_CI)",  # 300 strings of 0.9 MB through the collation
+]
+
+
+@pytest.mark.parametrize("sql", LONG_INSTRUCTIONS, ids=["printf", "collation-sort"])
+def test_a_long_single_instruction_is_stopped_from_outside(sqlite_backend, sql):
+    session = sqlite_backend.open("museum_visit")
+    start = time.monotonic()
+    result = session.run(sql)
+    assert result.rows is None and "timed out after 1.0 s" in result.error
+    assert time.monotonic() - start < LIMITS.timeout_s + GRACE_S + 2
+    assert session.run("SELECT count(*) FROM museum").rows == [(8,)]  # a fresh worker
+    session.close()
+
+
+def test_a_statement_needing_too_much_memory_fails_in_the_worker(sqlite_backend, tmp_path):
+    """Sorting 1.5 GB (in memory: temp files are not used) hits the worker's address-space
+    cap; the trainer's process never holds it."""
+    backend = SqliteBackend(sqlite_backend.folder, SqlLimits(timeout_s=30, memory_bytes=300 << 20))
+    session = backend.open("museum_visit")
+    result = session.run(
+        "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 1500) "
+        "SELECT length(v) FROM (SELECT printf('%.*c', 1000000, 'x') || i AS v FROM c "
+        "ORDER BY v) LIMIT 1"
+    )
+    assert result.rows is None and "out of memory" in result.error
+    assert session.run("SELECT count(*) FROM museum").rows == [(8,)]
+    session.close()
+    backend.worker.stop()
 
 
 def test_one_connection_per_episode(mariadb_server):

@@ -309,6 +309,8 @@ class SqlConfig:
     """Statement time limit for agent and gold queries."""
     max_result_rows: int = 10_000
     """Results with more rows are refused with an error observation."""
+    max_result_bytes: int = 4_000_000
+    """Results with more bytes (text and blob lengths; 8 per number) are refused likewise."""
     observation_rows: int = 30
     """Result rows shown in an observation (the full result still scores)."""
     observation_chars: int = 2000
@@ -326,9 +328,12 @@ class SqlConfig:
             )
         if self.reward not in SQL_REWARDS:
             raise ConfigError(f"env.sql.reward must be one of {SQL_REWARDS}, got {self.reward!r}")
-        if self.timeout_s <= 0 or self.max_result_rows < 1 or self.observation_rows < 1:
+        if min(self.max_result_rows, self.max_result_bytes, self.observation_rows) < 1 or not (
+            self.timeout_s > 0
+        ):
             raise ConfigError(
-                "env.sql.timeout_s, max_result_rows and observation_rows must be positive"
+                "env.sql.timeout_s, max_result_rows, max_result_bytes and observation_rows "
+                "must be positive"
             )
 
 

@@ -9,11 +9,13 @@ Agent SQL can't change or damage anything, by several independent walls:
    or EXPLAIN; no MySQL executable comments (`/*! ... */`); `; DROP ...` is two statements.
 2. The connection itself is read-only: MariaDB's agent user has only SELECT/SHOW VIEW
    (`envs/sql_server.py`); SQLite files are opened `mode=ro` with `query_only` and an
-   authorizer that allows nothing but reads (no ATTACH, no PRAGMA, no writes).
+   authorizer that allows nothing but reads (no ATTACH, no PRAGMA, no writes, no
+   fts3_tokenizer/load_extension), in a worker process with a capped address space.
 3. A statement timeout (MariaDB: `max_statement_time`, MySQL: `max_execution_time`, both
    set for the session and unreachable by the agent, who can't run SET; SQLite: a progress
-   handler), a client read timeout behind it, and a result-size cap: more than `max_rows`
-   rows is an error observation, read without loading the whole result.
+   handler, and a worker process killed when one instruction outlasts it, `sql_worker`), a
+   client read timeout behind it, and result caps: more than `max_rows` rows or `max_bytes`
+   bytes is an error observation, read without loading the whole result.
 Failures come back as `QueryResult(error=...)`, never as exceptions.
 
 SQLite can't run MySQL's SHOW/DESCRIBE: the backend answers `SHOW TABLES`, `SHOW
@@ -23,16 +25,18 @@ would (lower-case table names, as with `lower_case_table_names=1`).
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
-import sqlite3
-import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ipr_lightning.envs.sql_dump import connect_sqlite
 from ipr_lightning.envs.sql_reward import Row, canonical_row
+from ipr_lightning.envs.sql_worker import SqliteWorker, fetch_capped
+
+_SESSION_IDS = itertools.count()
 
 READ_STATEMENTS = ("select", "with", "show", "desc", "describe", "explain")
 
@@ -43,6 +47,11 @@ class SqlLimits:
     """Statement time limit."""
     max_rows: int = 10_000
     """A result with more rows is refused (error observation)."""
+    max_bytes: int = 4_000_000
+    """A result with more bytes (text and blob lengths, 8 per other value) is refused; no
+    single value may be larger either (SQLite)."""
+    memory_bytes: int = 1 << 30
+    """Address space of the SQLite worker process (0: unlimited)."""
 
 
 @dataclass(frozen=True)
@@ -121,68 +130,41 @@ class Session:
     def _execute(self, statement: str) -> QueryResult:
         raise NotImplementedError
 
-    def _too_many(self) -> QueryResult:
-        return QueryResult(
-            None, f"the result has more than {self.limits.max_rows} rows; narrow the query"
-        )
-
     def close(self) -> None:
         raise NotImplementedError
 
 
 # -- SQLite --------------------------------------------------------------------------------
 
-_SQLITE_READS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION}
-_SQLITE_READS.add(getattr(sqlite3, "SQLITE_RECURSIVE", 33))
 _SHOW_COLUMNS = re.compile(
     r"^(?:desc|describe|show\s+(?:columns|fields)\s+(?:from|in))\s+[`\"]?(\w+)[`\"]?$", re.I
 )
 
 
-_SQLITE_DENIED_FUNCTIONS = {"fts3_tokenizer", "load_extension"}
-"""Functions that read nothing of the database: fts3_tokenizer returns a native pointer."""
-
-
-def _authorize(action: int, arg1: Any = None, arg2: Any = None, *args: Any) -> int:
-    if action == sqlite3.SQLITE_FUNCTION and str(arg2).lower() in _SQLITE_DENIED_FUNCTIONS:
-        return sqlite3.SQLITE_DENY  # for a function, arg2 is its name
-    return sqlite3.SQLITE_OK if action in _SQLITE_READS else sqlite3.SQLITE_DENY
-
-
 class SqliteSession(Session):
-    def __init__(self, path: Path, schema: dict[str, list[list]], limits: SqlLimits) -> None:
+    """Statements run in the backend's worker process (`sql_worker`): read-only connection,
+    progress handler, result caps, and a kill when one instruction outlasts the limit."""
+
+    def __init__(
+        self, path: Path, schema: dict[str, list[list]], limits: SqlLimits, worker: SqliteWorker
+    ) -> None:
         super().__init__(path.stem, limits)
+        self.path, self.worker = path, worker
         self.schema = {name.lower(): rows for name, rows in schema.items()}
-        self._conn = connect_sqlite(f"file:{path}?mode=ro", uri=True)
-        self._conn.execute("PRAGMA query_only = ON")
-        self._conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
-        self._conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000_000)  # no 1 GB strings
-        self._conn.set_authorizer(_authorize)
-        self._deadline = 0.0
-        self._conn.set_progress_handler(lambda: time.monotonic() > self._deadline, 10_000)
+        self.sid = next(_SESSION_IDS)
 
     def _execute(self, statement: str) -> QueryResult:
         text = " ".join(_strip_comments(statement).split())
         if re.match(r"show\s|desc(ribe)?\s", text, re.I):
             return self._show(text)
-        self._deadline = time.monotonic() + self.limits.timeout_s
-        try:
-            cursor = self._conn.execute(statement)
-            rows = cursor.fetchmany(self.limits.max_rows + 1)
-        except sqlite3.OperationalError as exc:
-            if str(exc) == "interrupted":
-                return QueryResult(None, f"statement timed out after {self.limits.timeout_s} s")
-            return QueryResult(None, str(exc))
-        except sqlite3.Error as exc:
-            return QueryResult(None, str(exc))
-        except UnicodeDecodeError as exc:  # from the collation or a fetched value
-            return QueryResult(None, f"a text value is not valid UTF-8 ({exc.reason})")
-        finally:
-            self._deadline = time.monotonic() + self.limits.timeout_s
-        if len(rows) > self.limits.max_rows:
-            cursor.close()
-            return self._too_many()
-        return QueryResult([canonical_row(r) for r in rows], raw=list(rows))
+        lim = self.limits
+        status, value = self.worker.run(
+            self.sid, self.path, statement, lim.timeout_s, lim.max_rows, lim.max_bytes
+        )
+        if status != "ok":
+            return QueryResult(None, value)
+        rows = [tuple(r) for r in value]
+        return QueryResult([canonical_row(r) for r in rows], raw=rows)
 
     def _show(self, text: str) -> QueryResult:
         if re.fullmatch(r"show\s+tables", text, re.I):
@@ -202,7 +184,7 @@ class SqliteSession(Session):
         return QueryResult([tuple(r) for r in rows])
 
     def close(self) -> None:
-        self._conn.close()
+        self.worker.close_session(self.sid)
 
 
 class SqliteBackend:
@@ -215,6 +197,8 @@ class SqliteBackend:
         self.schema: dict[str, dict[str, list[list]]] = json.loads(
             (self.folder / "schema.json").read_text()
         )
+        self.worker = SqliteWorker(limits.memory_bytes)  # its process starts on first use
+        weakref.finalize(self, self.worker.stop)
 
     def databases(self) -> list[str]:
         return list(self.schema)
@@ -224,7 +208,8 @@ class SqliteBackend:
         if db.lower() not in names:
             raise KeyError(f"database {db!r} is not in {self.folder}")
         name = names[db.lower()]
-        return SqliteSession(self.folder / f"{name}.sqlite", self.schema[name], self.limits)
+        path = self.folder / f"{name}.sqlite"
+        return SqliteSession(path, self.schema[name], self.limits, self.worker)
 
 
 # -- MariaDB / MySQL -----------------------------------------------------------------------
@@ -277,10 +262,12 @@ class MySQLSession(Session):
         cursor = self._conn.cursor()
         try:
             cursor.execute(statement)
-            rows = [] if cursor.description is None else cursor.fetchmany(self.limits.max_rows + 1)
-            if len(rows) > self.limits.max_rows:
+            rows, refused = [], None
+            if cursor.description is not None:
+                rows, refused = fetch_capped(cursor, self.limits.max_rows, self.limits.max_bytes)
+            if refused:
                 self._kill_query()  # stop the server instead of reading every row
-                return self._too_many()
+                return QueryResult(None, refused)
         except pymysql.err.MySQLError as exc:
             code = exc.args[0] if exc.args else None
             if code in (2006, 2013) or not self._conn.open:  # lost: the client timeout

@@ -63,11 +63,22 @@ _AFFINITY |= dict.fromkeys("date datetime timestamp time".split(), "TEXT")
 _AFFINITY |= dict.fromkeys("blob tinyblob mediumblob longblob binary varbinary".split(), "BLOB")
 
 
-@functools.lru_cache(maxsize=1 << 16)  # called for every comparison of a sort or join
+CACHED_KEY_CHARS = 256
+"""Collation keys of strings up to this long are cached (bounded: at most 2^15 entries of
+at most this size); longer strings, which the data never holds, are keyed every time."""
+
+
 def mysql_ci_key(text: str) -> str:
     """utf8mb4_general_ci, closely: case and accents ignored, trailing spaces too (PAD SPACE)."""
+    return _cached_key(text) if len(text) <= CACHED_KEY_CHARS else _key(text)
+
+
+def _key(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text.rstrip(" "))
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+_cached_key = functools.lru_cache(maxsize=1 << 15)(_key)  # every comparison of a sort or join
 
 
 def _mysql_ci(a: str, b: str) -> int:

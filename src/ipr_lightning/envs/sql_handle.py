@@ -43,7 +43,7 @@ def sql_backend(cfg: SqlConfig) -> SqlBackend:
     """The configured database backend (converting the dump for SQLite on first use)."""
     from ipr_lightning.envs.sql_dump import default_dump_path, sqlite_databases
 
-    limits = SqlLimits(cfg.timeout_s, cfg.max_result_rows)
+    limits = SqlLimits(cfg.timeout_s, cfg.max_result_rows, cfg.max_result_bytes)
     if cfg.backend == "sqlite":
         try:
             dump = Path(cfg.dump).expanduser() if cfg.dump else default_dump_path()
