@@ -64,6 +64,7 @@ def test_wandb_sweep_override_form():
         ("", ["trainer.precision=17"], "trainer.precision"),
         ("", ["trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches"),
         ("", ["trainer.max_epochs=-5"], "trainer.max_epochs"),
+        ("", ["trainer.max_epochs=-1"], "trainer.max_epochs"),
         ("", ["trainer.max_steps=0"], "trainer.max_steps"),
         ("", ["loss.beta=-0.1"], "loss.beta"),
         ("", ["ipr.tau_traj=1.5"], "ipr.tau_traj"),

@@ -4,6 +4,7 @@ a run killed during the last evaluation finishes it on resume, full fine-tuning 
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -133,6 +134,30 @@ def test_a_second_run_on_the_same_output_dir_is_refused(tiny_model_cfg, tmp_path
     assert err.count("\n") == 0 and "in use by another ipr-fit (pid 4242)" in err
     assert not (out / "config.yaml").exists()  # it touched nothing
     assert ipr_fit(out, tiny_model_cfg.cache_dir) == 0  # released: the run goes ahead
+
+
+def _unwritable_output_dir(kind: str, tmp_path: Path) -> Path:
+    if kind == "an existing file":
+        (tmp_path / "taken").write_text("not a folder\n")
+        return tmp_path / "taken"
+    if kind == "a read-only folder":
+        if os.geteuid() == 0:
+            pytest.skip("root writes through permissions: the mode can't be checked here")
+        parent = tmp_path / "locked"
+        parent.mkdir(mode=0o555)
+        return parent / "run"
+    if not os.path.isdir("/sys/kernel"):
+        pytest.skip("no sysfs here")
+    return Path("/sys/ipr_lightning_run")  # sysfs takes no new folders (EPERM), even from root
+
+
+@pytest.mark.parametrize("kind", ["an existing file", "a read-only folder", "/sys"])
+def test_an_unwritable_output_dir_is_one_line(kind, tiny_model_cfg, tmp_path, capsys):
+    """#16: output_dir read-only, on a read-only mount, or an existing file: tracebacks."""
+    out = _unwritable_output_dir(kind, tmp_path)
+    assert ipr_fit(out, tiny_model_cfg.cache_dir) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"output_dir {out}: cannot write there" in err
 
 
 def test_resuming_from_sft_into_an_iteration_without_pairs(tiny_model_cfg, tmp_path, monkeypatch):
