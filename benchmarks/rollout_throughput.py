@@ -7,6 +7,14 @@ The same model, tasks and greedy settings go through every path, side by side in
     python benchmarks/rollout_throughput.py                                # tiny model, CPU
     python benchmarks/rollout_throughput.py --model embedded:smollm2-135m-instruct --episodes 32
     python benchmarks/rollout_throughput.py --env alfworld --episodes 16   # generated games
+    python benchmarks/rollout_throughput.py --workload mc --model embedded:smollm2-135m-instruct
+
+`--workload mc` is MC step scoring instead of episodes: `--prefixes` real ALFWorld expert
+prefixes (the embedded generated games; the longest that fit `--prefix-tokens`), each
+sampled `--samples` times at T = 1 for `--max-new-tokens` tokens with no stop condition but
+EOS: HF `generate` on all rows in one call (hf-batched) against ours (each prefix prefilled
+once, its keys/values shared by its samples) and, with `--vllm` (in a virtual environment
+with vLLM: see the README), vLLM with prefix caching, its engine start timed separately.
 
 Prints episodes/s and generated tokens/s of each path, the ratios to ours, the prompt tokens
 ours prefilled per action, and whether the paths produced the same episodes (greedy decoding:
@@ -23,7 +31,8 @@ from dataclasses import replace
 import torch
 
 from ipr_lightning.config import EnvConfig, ModelConfig
-from ipr_lightning.data.render import ensure_chat_template
+from ipr_lightning.data.records import Turn
+from ipr_lightning.data.render import ensure_chat_template, render_text
 from ipr_lightning.envs.build import build_env
 from ipr_lightning.models import load_model, load_tokenizer
 from ipr_lightning.rollout.engine import Episode, EpisodeSpec, run_episodes
@@ -37,9 +46,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--env", default="toy", choices=("toy", "alfworld"))
     p.add_argument("--episodes", type=int, default=16)
     p.add_argument("--max-turns", type=int, default=6)
-    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="32 (episodes), 48 (mc)")
     p.add_argument("--repeat", type=int, default=1, help="timed runs per path (best is shown)")
     p.add_argument("--skip-naive", action="store_true", help="slow on long episodes")
+    p.add_argument("--workload", default="episodes", choices=("episodes", "mc"))
+    p.add_argument("--prefixes", type=int, default=8, help="mc: expert prefixes")
+    p.add_argument("--samples", type=int, default=5, help="mc: samples per prefix (N)")
+    p.add_argument("--prefix-tokens", type=int, default=900, help="mc: longest prefix")
+    p.add_argument("--vllm", action="store_true", help="mc: add the vLLM path")
     return p.parse_args()
 
 
@@ -53,6 +67,8 @@ def timed(fn) -> tuple[float, list[Episode]]:  # noqa: ANN001
 
 def main() -> None:
     args = parse_args()
+    if args.max_new_tokens is None:
+        args.max_new_tokens = 48 if args.workload == "mc" else 32
     cuda = torch.cuda.is_available()
     dtype = args.dtype or ("bfloat16" if cuda else "float32")
     cfg = ModelConfig(name_or_path=args.model, dtype=dtype)
@@ -61,6 +77,8 @@ def main() -> None:
     model = load_model(cfg).eval()
     if cuda:
         model = model.cuda()
+    if args.workload == "mc":
+        return mc_workload(args, model, tokenizer, f"{args.model} ({dtype})")
     env_cfg = EnvConfig(name=args.env, max_turns=args.max_turns)  # alfworld: the default set
     if args.env == "toy":
         env_cfg.n_valid_unseen = args.episodes
@@ -128,6 +146,96 @@ def main() -> None:
                 f"ratio ours/{name}: {rate['ours'] / rate[name]:.2f}x tokens/s; "
                 f"identical episodes: {same}"
             )
+
+
+def expert_prefixes(tokenizer, n: int, max_tokens: int) -> list[list[Turn]]:  # noqa: ANN001
+    """`n` histories ending at an observation, cut from ALFWorld expert trajectories: the
+    longest of each trajectory that renders to at most `max_tokens`, one per trajectory."""
+    cfg = EnvConfig(name="alfworld", n_train=4 * n, n_valid_seen=1, n_valid_unseen=1)
+    handle = build_env(cfg, "train")  # games are generated once, then cached
+    prefixes = []
+    for trajectory in handle.expert():
+        turns = trajectory.turns
+        cuts = [j for j in range(3, len(turns)) if turns[j - 1].role == "user"]
+        fitting = [
+            j
+            for j in cuts
+            if len(
+                tokenizer(render_text(tokenizer, turns[:j], add_generation_prompt=True))[
+                    "input_ids"
+                ]
+            )
+            <= max_tokens
+        ]
+        if fitting:
+            prefixes.append(turns[: fitting[-1]])
+        if len(prefixes) == n:
+            break
+    return prefixes
+
+
+def mc_workload(args: argparse.Namespace, model, tokenizer, name: str) -> None:  # noqa: ANN001
+    prefixes = expert_prefixes(tokenizer, args.prefixes, args.prefix_tokens)
+    histories = [h for h in prefixes for _ in range(args.samples)]
+    seeds = list(range(len(histories)))
+    sampling = Sampling(temperature=1.0, max_new_tokens=args.max_new_tokens, action_end=None)
+    lengths = [
+        len(tokenizer(render_text(tokenizer, h, add_generation_prompt=True))["input_ids"])
+        for h in prefixes
+    ]
+    policies = {
+        "hf-batched": lambda: HFPolicy(model, tokenizer, batch_size=len(histories), reuse_kv=False),
+        "ours": lambda: HFPolicy(model, tokenizer, batch_size=len(histories)),
+    }
+    start_seconds = None
+    if args.vllm:
+        from ipr_lightning.config import RolloutConfig
+        from ipr_lightning.models import resolve_model_path
+        from ipr_lightning.rollout.vllm_policy import VLLMEngine
+
+        cfg = ModelConfig(name_or_path=args.model, dtype=name.split("(")[1].rstrip(")"))
+        engine = VLLMEngine(resolve_model_path(cfg), RolloutConfig(backend="vllm"), cfg)
+        start = time.perf_counter()
+        engine.llm  # noqa: B018 - start the engine: timed on its own
+        start_seconds = time.perf_counter() - start
+        policies["vllm"] = lambda: engine.policy(tokenizer)
+    HFPolicy(model, tokenizer, batch_size=2).act(histories[:2], replace(sampling, max_new_tokens=2))
+    results = {}
+    for path, make in policies.items():
+        runs = []
+        for _ in range(args.repeat):
+            policy = make()  # a fresh cache: nothing carried over between runs
+            runs.append(timed(lambda p=policy: p.act(histories, sampling, seeds)))
+        results[path] = min(runs, key=lambda r: r[0])
+    device = "GPU" if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
+    print(
+        f"model {name}, MC workload: {len(prefixes)} expert prefixes of {min(lengths)}-"
+        f"{max(lengths)} tokens x {args.samples} samples, T = 1, {args.max_new_tokens} new "
+        f"tokens, {device}, CPU capability {torch.backends.cpu.get_cpu_capability()}"
+    )
+    print(f"{'path':12}{'seconds':>10}{'tokens':>9}{'tokens/s':>12}")
+    rate = {}
+    for path, (seconds, gens) in results.items():
+        tokens = sum(g.tokens for g in gens)
+        rate[path] = tokens / seconds
+        print(f"{path:12}{seconds:>10.2f}{tokens:>9}{rate[path]:>12.1f}")
+    print(f"ratio ours/hf-batched: {rate['ours'] / rate['hf-batched']:.2f}x tokens/s")
+    if start_seconds is not None:
+        seconds = results["vllm"][0]
+        print(
+            f"ratio vllm/ours: {rate['vllm'] / rate['ours']:.2f}x tokens/s; vLLM engine start "
+            f"{start_seconds:.1f} s: end to end (start included) vLLM takes "
+            f"{start_seconds + seconds:.1f} s, ours {results['ours'][0]:.1f} s; at these rates "
+            f"vLLM breaks even after {crossover(start_seconds, rate['vllm'], rate['ours'])}"
+        )
+
+
+def crossover(start_seconds: float, fast: float, slow: float) -> str:
+    """Generated tokens after which an engine that costs `start_seconds` to start and makes
+    `fast` tokens/s beats one that makes `slow` tokens/s at once."""
+    if fast <= slow:
+        return "never (it is not faster)"
+    return f"{start_seconds / (1 / slow - 1 / fast):.0f} generated tokens"
 
 
 if __name__ == "__main__":

@@ -51,9 +51,9 @@ from ipr_lightning.ipr.experts import ExpertTask
 from ipr_lightning.ipr.explore import Exploration, ExploreSettings
 from ipr_lightning.ipr.pairs import PairRules
 from ipr_lightning.ipr.store import RolloutStore
-from ipr_lightning.models import POLICY, save_adapter
+from ipr_lightning.models import POLICY, resolve_model_path, save_adapter
 from ipr_lightning.rollout.evaluate import evaluate
-from ipr_lightning.rollout.policy import HFPolicy, Sampling
+from ipr_lightning.rollout.policy import HFPolicy, Policy, Sampling
 
 log = logging.getLogger("ipr_lightning")
 SFT = "sft"  # adapter: the frozen SFT policy (scorer, reference)
@@ -94,6 +94,13 @@ class IPRLoop(L.Callback):
             train_handle, tasks, RolloutStore(self.out / "rollouts.jsonl"), settings, progress
         )
         self._phase_start = time.perf_counter()
+        self.vllm = None  # rollout.backend=vllm: one engine for the run, started on first use
+        if cfg.rollout.backend == "vllm":
+            from ipr_lightning.rollout.vllm_policy import VLLMEngine, import_vllm
+
+            import_vllm()  # a missing vLLM fails now, not after SFT
+            base = resolve_model_path(cfg.model)
+            self.vllm = VLLMEngine(base, cfg.rollout, cfg.model, cfg.seed)
 
     @property
     def total_epochs(self) -> int:
@@ -146,6 +153,21 @@ class IPRLoop(L.Callback):
         if trainer.current_epoch > self._last_epoch_of(k) and not self._recorded(k):
             module.to(trainer.strategy.root_device)  # Lightning's teardown moved it off
             self._finish_phase(trainer, module, k, None)
+        if self.vllm is not None:
+            self.vllm.close()
+
+    def _policy(
+        self, module: L.LightningModule, name: str, k: int, batch_size: int, kv_cache_gb: float
+    ) -> Policy:
+        """Policy `name` (POLICY: the one training; SFT: the frozen scorer) as of phase k, on
+        the configured engine. vLLM serves a saved copy of the adapter."""
+        if self.vllm is not None:
+            folder = self.out / "rollout_adapters" / (name if name == SFT else f"{name}_{k}")
+            if not folder.is_dir() or name != SFT:  # SFT's is the same for the whole run
+                save_adapter(module.model, folder, name)
+            return self.vllm.policy(self.tokenizer, folder)
+        model, adapter = module.acting(name)
+        return HFPolicy(model, self.tokenizer, adapter, batch_size, kv_cache_gb=kv_cache_gb)
 
     # --- pieces -----------------------------------------------------------------------------
 
@@ -209,9 +231,7 @@ class IPRLoop(L.Callback):
         if (folder / "summary.json").is_file():  # done before an interruption
             return json.loads((folder / "summary.json").read_text())
         e = self.cfg.eval
-        policy = HFPolicy(
-            module.model, self.tokenizer, POLICY, e.batch_size, kv_cache_gb=e.kv_cache_gb
-        )
+        policy = self._policy(module, POLICY, k, e.batch_size, e.kv_cache_gb)
         sampling = Sampling(
             temperature=e.temperature,
             max_new_tokens=e.max_new_tokens,
@@ -295,19 +315,16 @@ class IPRLoop(L.Callback):
         start = time.perf_counter()
         ipr = self.cfg.ipr
 
-        def policy(name: str) -> HFPolicy:
-            model, adapter = module.acting(name)
-            return HFPolicy(
-                model, self.tokenizer, adapter, ipr.batch_size, kv_cache_gb=ipr.kv_cache_gb
-            )
-
-        explorer, scorer = policy(POLICY), policy(SFT)
+        explorer, scorer = (
+            self._policy(module, name, k - 1, ipr.batch_size, ipr.kv_cache_gb)
+            for name in (POLICY, SFT)
+        )
         result = self.exploration.iteration(k, explorer, scorer)
         data = PairDataset(result.pairs, self.tokenizer, self.cfg.data.max_length)
         pairs = result.pairs
         if ipr.precompute_reference and data.rows:
             pairs = self._with_reference_logps(trainer, module, pairs, data)
-        caches = [p.cache for p in (explorer, scorer) if p.cache is not None]
+        caches = [p.cache for p in (explorer, scorer) if getattr(p, "cache", None) is not None]
         stats = {
             **result.stats,
             "pairs/trained": data.stats.served,
@@ -319,6 +336,8 @@ class IPRLoop(L.Callback):
             "explore/prefilled_tokens": sum(c.prefilled_tokens for c in caches),
             "explore/reused_tokens": sum(c.reused_tokens for c in caches),
         }
+        if self.vllm is not None:  # tokens vLLM generated past a complete action
+            stats["explore/wasted_tokens"] = explorer.wasted_tokens + scorer.wasted_tokens
         path.parent.mkdir(parents=True, exist_ok=True)
         (path.parent / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
         with (path.parent / "step_values.jsonl").open("w") as f:

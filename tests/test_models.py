@@ -7,6 +7,7 @@ state dicts, saving, and one-line errors. Runs on CPU with the tiny random Llama
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import time
 import warnings
@@ -347,6 +348,8 @@ def test_smollm2_embedded_conversion(smollm2_cfg: ModelConfig, capsys) -> None:
     assert tok.chat_template and "<|im_start|>" in tok.chat_template
     assert tok.pad_token is not None and tok.padding_side == "right"
     assert isinstance(AutoTokenizer.from_pretrained(path).chat_template, str)
+    saved = json.loads((Path(path) / "config.json").read_text())
+    assert "quantization_config" not in saved  # plain weights: other engines (vLLM) load it
 
 
 # --- GPU ---------------------------------------------------------------------------------

