@@ -324,7 +324,7 @@ class IPRLoop(L.Callback):
         pairs = result.pairs
         if ipr.precompute_reference and data.rows:
             pairs = self._with_reference_logps(trainer, module, pairs, data)
-        caches = [p.cache for p in (explorer, scorer) if getattr(p, "cache", None) is not None]
+        caches = [p.cache for p in (explorer, scorer) if p.cache is not None]
         stats = {
             **result.stats,
             "pairs/trained": data.stats.served,

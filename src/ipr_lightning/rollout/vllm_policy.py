@@ -40,6 +40,7 @@ from transformers import PreTrainedTokenizerBase
 from ipr_lightning.config import ConfigError, ModelConfig, RolloutConfig
 from ipr_lightning.data.records import Turn
 from ipr_lightning.data.render import render_text
+from ipr_lightning.precision import resolve_dtype
 from ipr_lightning.rollout.policy import STOP_MARKERS, Generation, Policy, Sampling, cut_at_stop
 
 log = logging.getLogger("ipr_lightning")
@@ -122,7 +123,7 @@ class VLLMEngine:
             kwargs: dict[str, Any] = {
                 "model": self.base,
                 "tokenizer": self.base,
-                "dtype": "auto" if self.model_cfg.dtype == "auto" else self.model_cfg.dtype,
+                "dtype": resolve_dtype(self.model_cfg.dtype),  # as the HF backend's weights
                 "seed": self.seed,
                 "enable_prefix_caching": True,
                 "enable_lora": True,
@@ -218,12 +219,7 @@ class VLLMPolicy(Policy):
                 needed = tokens_to_action_end(tok, completion.token_ids, sampling.action_end)
                 self.wasted_tokens += n - needed
             text = cut_at_stop(completion.text, sampling.action_end)
-            gens.append(Generation(text, n - (completion.finish_reason == "stop" and _eos(out))))
+            # ended at EOS (not a stop string): its token is in token_ids; HF doesn't count it
+            eos = completion.finish_reason == "stop" and completion.stop_reason is None
+            gens.append(Generation(text, n - eos))
         return gens
-
-
-def _eos(out: Any) -> bool:
-    """Whether the row ended at EOS (whose token vLLM includes in token_ids; HF's count of
-    generated tokens leaves it out) rather than at a stop string."""
-    completion = out.outputs[0]
-    return completion.stop_reason is None and bool(completion.token_ids)
