@@ -32,11 +32,11 @@ import torch
 
 from ipr_lightning.config import EnvConfig, ModelConfig
 from ipr_lightning.data.records import Turn
-from ipr_lightning.data.render import ensure_chat_template, render_text
+from ipr_lightning.data.render import ensure_chat_template
 from ipr_lightning.envs.build import build_env
 from ipr_lightning.models import load_model, load_tokenizer
 from ipr_lightning.rollout.engine import Episode, EpisodeSpec, run_episodes
-from ipr_lightning.rollout.policy import HFPolicy, Sampling
+from ipr_lightning.rollout.policy import HFPolicy, Sampling, encode_prompts
 
 
 def parse_args() -> argparse.Namespace:
@@ -55,6 +55,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--prefix-tokens", type=int, default=900, help="mc: longest prefix")
     p.add_argument("--vllm", action="store_true", help="mc: add the vLLM path")
     return p.parse_args()
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU ({torch.get_num_threads()} threads)"
 
 
 def timed(fn) -> tuple[float, list[Episode]]:  # noqa: ANN001
@@ -118,7 +124,7 @@ def main() -> None:
     for name, fn in paths.items():
         runs = [timed(fn) for _ in range(args.repeat)]
         results[name] = min(runs, key=lambda r: r[0])
-    device = torch.cuda.get_device_name() if cuda else f"CPU ({torch.get_num_threads()} threads)"
+    device = device_name()
     print(
         f"model {args.model} ({dtype}), env {args.env}, {len(specs)} episodes x "
         f"{args.max_turns} turns max, {args.max_new_tokens} new tokens max, {device}"
@@ -148,27 +154,23 @@ def main() -> None:
             )
 
 
-def expert_prefixes(tokenizer, n: int, max_tokens: int) -> list[list[Turn]]:  # noqa: ANN001
-    """`n` histories ending at an observation, cut from ALFWorld expert trajectories: the
-    longest of each trajectory that renders to at most `max_tokens`, one per trajectory."""
+def expert_prefixes(tokenizer, n: int, max_tokens: int) -> list[tuple[list[Turn], int]]:  # noqa: ANN001
+    """`n` (history, prompt tokens) ending at an observation, cut from ALFWorld expert
+    trajectories: the longest of each that renders to at most `max_tokens`, one per
+    trajectory."""
     cfg = EnvConfig(name="alfworld", n_train=4 * n, n_valid_seen=1, n_valid_unseen=1)
     handle = build_env(cfg, "train")  # games are generated once, then cached
     prefixes = []
     for trajectory in handle.expert():
         turns = trajectory.turns
-        cuts = [j for j in range(3, len(turns)) if turns[j - 1].role == "user"]
+        cuts = [turns[:j] for j in range(3, len(turns)) if turns[j - 1].role == "user"]
         fitting = [
-            j
-            for j in cuts
-            if len(
-                tokenizer(render_text(tokenizer, turns[:j], add_generation_prompt=True))[
-                    "input_ids"
-                ]
-            )
-            <= max_tokens
+            (cut, len(ids))
+            for cut, ids in zip(cuts, encode_prompts(tokenizer, cuts), strict=True)
+            if len(ids) <= max_tokens
         ]
         if fitting:
-            prefixes.append(turns[: fitting[-1]])
+            prefixes.append(fitting[-1])
         if len(prefixes) == n:
             break
     return prefixes
@@ -176,13 +178,10 @@ def expert_prefixes(tokenizer, n: int, max_tokens: int) -> list[list[Turn]]:  # 
 
 def mc_workload(args: argparse.Namespace, model, tokenizer, name: str) -> None:  # noqa: ANN001
     prefixes = expert_prefixes(tokenizer, args.prefixes, args.prefix_tokens)
-    histories = [h for h in prefixes for _ in range(args.samples)]
+    histories = [h for h, _ in prefixes for _ in range(args.samples)]
     seeds = list(range(len(histories)))
     sampling = Sampling(temperature=1.0, max_new_tokens=args.max_new_tokens, action_end=None)
-    lengths = [
-        len(tokenizer(render_text(tokenizer, h, add_generation_prompt=True))["input_ids"])
-        for h in prefixes
-    ]
+    lengths = [n for _, n in prefixes]
     policies = {
         "hf-batched": lambda: HFPolicy(model, tokenizer, batch_size=len(histories), reuse_kv=False),
         "ours": lambda: HFPolicy(model, tokenizer, batch_size=len(histories)),
@@ -210,7 +209,7 @@ def mc_workload(args: argparse.Namespace, model, tokenizer, name: str) -> None: 
         runs += [timed(lambda: engine.policy(tokenizer).act(histories, sampling, seeds))]
         results["vllm"] = runs[0]
         results["vllm (warm)"] = runs[1]  # its prefix cache holds the prompts now
-    device = "GPU" if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
+    device = device_name()
     print(
         f"model {name}, MC workload: {len(prefixes)} expert prefixes of {min(lengths)}-"
         f"{max(lengths)} tokens x {args.samples} samples, T = 1, {args.max_new_tokens} new "

@@ -98,6 +98,21 @@ def cut_at_stop(text: str, action_end: re.Pattern[str] | None = None) -> str:
     return text.strip()
 
 
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase, histories: Sequence[Sequence[Turn]]
+) -> list[list[int]]:
+    """Token ids of each history rendered for generation (the training rendering)."""
+    prompts = [render_text(tokenizer, h, add_generation_prompt=True) for h in histories]
+    return tokenizer(prompts, add_special_tokens=False)["input_ids"]
+
+
+def row_seeds(sampling: Sampling, n: int) -> list[int]:
+    """Seeds of `n` rows given none of their own: from `sampling.seed`, else random."""
+    if sampling.seed is not None:
+        return [sampling.seed * 1_000_003 + i for i in range(n)]
+    return torch.randint(0, 2**62, (n,)).tolist()
+
+
 class ActionEndStop(StoppingCriteria):
     """Per row: done once the generated text holds a complete action."""
 
@@ -180,16 +195,11 @@ class HFPolicy(Policy):
         sampling: Sampling,
         seeds: Sequence[int] | None = None,
     ) -> list[Generation]:
-        prompts = [render_text(self.tokenizer, h, add_generation_prompt=True) for h in histories]
-        ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        if seeds is None:
-            if sampling.seed is not None:
-                seeds = [sampling.seed * 1_000_003 + i for i in range(len(prompts))]
-            else:
-                seeds = torch.randint(0, 2**62, (len(prompts),)).tolist()
+        ids = encode_prompts(self.tokenizer, histories)
+        seeds = row_seeds(sampling, len(ids)) if seeds is None else seeds
         # Similar lengths share a chunk: less padding, same results (rows are independent).
-        order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))
-        results: list[Generation | None] = [None] * len(prompts)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        results: list[Generation | None] = [None] * len(ids)
         run = self._generate if self.cache is None else self._decode
         pending = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
         with inference_context(self.model, self.adapter):  # eval mode, modes restored after

