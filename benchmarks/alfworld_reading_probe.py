@@ -23,7 +23,7 @@ import torch
 
 from ipr_lightning.config import load_config
 from ipr_lightning.data.render import ensure_chat_template, render_conversation
-from ipr_lightning.envs.build import build_env
+from ipr_lightning.envs import build_env
 from ipr_lightning.models import load_tokenizer
 
 MARK = "Thought: There is"

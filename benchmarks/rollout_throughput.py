@@ -33,7 +33,7 @@ import torch
 from ipr_lightning.config import EnvConfig, ModelConfig
 from ipr_lightning.data.records import Turn
 from ipr_lightning.data.render import ensure_chat_template
-from ipr_lightning.envs.build import build_env
+from ipr_lightning.envs import build_env
 from ipr_lightning.models import load_model, load_tokenizer
 from ipr_lightning.rollout.engine import Episode, EpisodeSpec, run_episodes
 from ipr_lightning.rollout.policy import HFPolicy, Sampling, encode_prompts
@@ -158,7 +158,9 @@ def expert_prefixes(tokenizer, n: int, max_tokens: int) -> list[tuple[list[Turn]
     """`n` (history, prompt tokens) ending at an observation, cut from ALFWorld expert
     trajectories: the longest of each that renders to at most `max_tokens`, one per
     trajectory."""
-    cfg = EnvConfig(name="alfworld", n_train=4 * n, n_valid_seen=1, n_valid_unseen=1)
+    cfg = EnvConfig(
+        name="alfworld", options={"n_train": 4 * n, "n_valid_seen": 1, "n_valid_unseen": 1}
+    )
     handle = build_env(cfg, "train")  # games are generated once, then cached
     prefixes = []
     for trajectory in handle.expert():

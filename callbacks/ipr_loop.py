@@ -46,7 +46,7 @@ from ipr_lightning.config import RunConfig
 from ipr_lightning.data.datasets import PairCollator, PairDataset
 from ipr_lightning.data.io import read_pairs, write_pairs
 from ipr_lightning.data.records import PreferencePair
-from ipr_lightning.envs.build import EnvHandle
+from ipr_lightning.envs.base import EnvHandle
 from ipr_lightning.ipr.experts import ExpertTask
 from ipr_lightning.ipr.explore import Exploration, ExploreSettings
 from ipr_lightning.ipr.pairs import PairRules
@@ -79,6 +79,12 @@ class IPRLoop(L.Callback):
         ipr = cfg.ipr
         rules = PairRules(
             ipr.tau_traj, ipr.step_tau(cfg.env.name), ipr.agent_wins, ipr.step_completion
+        )
+        log.info(
+            "IPR pairs: tau_traj=%g, tau_step=%g (%s)",
+            rules.tau_traj,
+            rules.tau_step,
+            "ipr.tau_step" if ipr.tau_step is not None else f"{cfg.env.name}'s own",
         )
         settings = ExploreSettings(
             ipr.mc_samples,

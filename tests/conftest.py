@@ -57,8 +57,8 @@ def mariadb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """A private MariaDB (loopback, random port) with the Spider databases and a read-only
     user; statements of that user are cut after MARIADB_TIMEOUT s. Skips without MariaDB
     (`apt-get install -y mariadb-server`) or intercode-bench."""
-    from ipr_lightning.envs.sql_dump import default_dump_path
-    from ipr_lightning.envs.sql_server import find_mariadb, start_server, stop_server
+    from ipr_lightning.envs.intercode_sql.dump import default_dump_path
+    from ipr_lightning.envs.intercode_sql.server import find_mariadb, start_server, stop_server
 
     try:
         find_mariadb()

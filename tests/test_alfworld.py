@@ -15,15 +15,16 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("alfworld")
 
-from ipr_lightning.data.io import read_trajectories  # noqa: E402
-from ipr_lightning.envs.alfworld import AlfworldEnv  # noqa: E402
-from ipr_lightning.envs.alfworld_engine import (  # noqa: E402
+from ipr_lightning.data.io import read_trajectories, write_trajectories  # noqa: E402
+from ipr_lightning.data.records import Turn  # noqa: E402
+from ipr_lightning.envs.alfworld.engine import (  # noqa: E402
     TASK_TYPES,
     GameEngine,
     convert_action,
@@ -31,7 +32,8 @@ from ipr_lightning.envs.alfworld_engine import (  # noqa: E402
     split_dir,
     task_type_of,
 )
-from ipr_lightning.envs.alfworld_games import (  # noqa: E402
+from ipr_lightning.envs.alfworld.env import AlfworldEnv  # noqa: E402
+from ipr_lightning.envs.alfworld.games import (  # noqa: E402
     default_games_dir,
     expert_trajectories,
     generate_games,
@@ -106,7 +108,7 @@ def test_every_training_trajectory_replays_to_won(games: Path, train_trajs: list
 
 def test_generation_is_byte_identical_under_another_hash_seed(games: Path, tmp_path: Path):
     code = textwrap.dedent(f"""
-        from ipr_lightning.envs.alfworld_games import generate_games
+        from ipr_lightning.envs.alfworld.games import generate_games
         generate_games({str(tmp_path / "again")!r}, **{SIZES!r}, workers=2, progress=False)
     """)
     env = {**os.environ, "PYTHONHASHSEED": "4242"}
@@ -117,7 +119,7 @@ def test_generation_is_byte_identical_under_another_hash_seed(games: Path, tmp_p
 def test_killed_generation_resumes_to_the_same_files(games: Path, tmp_path: Path):
     out = tmp_path / "killed"
     code = textwrap.dedent(f"""
-        from ipr_lightning.envs.alfworld_games import generate_games
+        from ipr_lightning.envs.alfworld.games import generate_games
         generate_games({str(out)!r}, **{SIZES!r}, workers=2, progress=False)
     """)
     proc = subprocess.Popen([sys.executable, "-c", code])
@@ -393,11 +395,13 @@ def test_ipr_data_user_mistakes_exit_2_with_one_line(tmp_path: Path):
         assert len(proc.stderr.strip().splitlines()) == 1 and "error" in proc.stderr
 
 
-def _handle(games: Path, split: str, **env):
+def _handle(games: Path, split: str, max_turns: int = 20, in_context_example=False, **options):
     from ipr_lightning.config import EnvConfig
-    from ipr_lightning.envs.build import build_env
+    from ipr_lightning.envs import build_env
 
-    return build_env(EnvConfig(name="alfworld", data_dir=str(games), **env), split)
+    options = {"data_dir": str(games), **options}
+    cfg = EnvConfig("alfworld", max_turns=max_turns, in_context_example=in_context_example)
+    return build_env(replace(cfg, options=options), split)
 
 
 def test_oracle_scores_100_and_random_near_0_through_batched_evaluation(
@@ -481,11 +485,11 @@ def train_id_of(example, games: Path) -> str:
 def test_config_mistakes_are_one_line_config_errors(games: Path, tmp_path: Path, monkeypatch):
     from ipr_lightning.config import ConfigError
 
-    with pytest.raises(ConfigError, match="env.data_dir"):
+    with pytest.raises(ConfigError, match="env.options.data_dir"):
         _handle(tmp_path / "nowhere", "train")
     monkeypatch.setenv("ALFWORLD_DATA", str(tmp_path / "nowhere"))
     from ipr_lightning.config import EnvConfig
-    from ipr_lightning.envs.build import build_env
+    from ipr_lightning.envs import build_env
 
     with pytest.raises(ConfigError, match="ALFWORLD_DATA"):
         build_env(EnvConfig(name="alfworld"), "train")
@@ -500,7 +504,7 @@ def test_ipr_fit_on_the_expert_then_ipr_eval(games: Path, tiny_model_cfg, tmp_pa
     bindir = Path(sys.executable).parent
     out = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "offline"}
-    shared = [f"env.data_dir={games}", f"--model.cache_dir={tiny_model_cfg.cache_dir}"]
+    shared = [f"env.options.data_dir={games}", f"--model.cache_dir={tiny_model_cfg.cache_dir}"]
     fit = subprocess.run(
         [
             str(bindir / "ipr-fit"),
@@ -512,7 +516,7 @@ def test_ipr_fit_on_the_expert_then_ipr_eval(games: Path, tiny_model_cfg, tmp_pa
             "data.train_file=env:expert",
             "trainer.max_epochs=1",
             "data.max_length=2048",
-            "env.workers=1",
+            "env.options.workers=1",
         ],
         env=env,
         capture_output=True,
@@ -562,11 +566,11 @@ def test_ipr_iteration_on_generated_games(games: Path, tiny_model_cfg, tmp_path:
             str(root / "configs/tiny.yaml"),
             f"output_dir={out}",
             f"--model.cache_dir={tiny_model_cfg.cache_dir}",
-            f"env.data_dir={games}",
+            f"env.options.data_dir={games}",
             "env.name=alfworld",
             "data.train_file=env:expert",
             "data.max_length=2048",
-            "env.workers=1",
+            "env.options.workers=1",
             "trainer.max_epochs=1",
             "ipr.iterations=1",
             "ipr.epochs=1",
@@ -596,7 +600,7 @@ def test_ipr_iteration_on_generated_games(games: Path, tiny_model_cfg, tmp_path:
 
 
 def test_generating_only_some_task_types(tmp_path: Path):
-    """`env.generate_task_types`: every game of the split is of the listed types (spread
+    """`env.options.generate_task_types`: every game of the split is of the listed types (spread
     evenly), a different cache from the all-types generation of the same sizes, which keeps
     its old folder name; a real engine game of the type comes out."""
     specs = plan_split("train", 7, 0, 20, ["pick_and_place_simple", "look_at_obj_in_light"])
@@ -614,7 +618,7 @@ def test_generating_only_some_task_types(tmp_path: Path):
 
 
 def test_expert_is_played_once_then_read_from_its_cache(games, tmp_path, monkeypatch, caplog):
-    import ipr_lightning.envs.alfworld_handle as alfworld_handle
+    import ipr_lightning.envs.alfworld.handle as alfworld_handle
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     played = _handle(games, "train").expert()
@@ -638,3 +642,23 @@ def test_expert_is_played_once_then_read_from_its_cache(games, tmp_path, monkeyp
 
 def _never_called(*args, **kwargs):
     raise AssertionError("the expert was played again")
+
+
+def test_check_env_replays_the_alfworld_expert_on_the_real_engine(
+    games, train_trajs, tmp_path, monkeypatch, capsys
+):
+    from ipr_lightning.data_cli import main as ipr_data
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    args = ["check-env", "alfworld", f"env.options.data_dir={games}", "--no-progress"]
+    assert ipr_data(args) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    n = len(train_trajs)
+    assert last.startswith(f"check-env alfworld train: {n} of {n} trajectories replay exactly")
+    broken = [replace(t) for t in train_trajs]
+    broken[0] = replace(broken[0], turns=[*broken[0].turns[:4], Turn("user", "Observation: x")])
+    broken[0].turns.extend(train_trajs[0].turns[5:])
+    write_trajectories(tmp_path / "broken.json", broken)
+    assert ipr_data([*args, f"--file={tmp_path / 'broken.json'}"]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 2 and "record 0 " in out[0] and "conversations[4]: observation" in out[0]

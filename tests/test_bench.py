@@ -24,7 +24,7 @@ model: {name_or_path: tiny-random, dtype: float32, lora: {r: 8, alpha: 16, dropo
 data: {train_file: env:expert, val_fraction: 0.0, max_length: 2048, batch_size: 4}
 optim: {lr: 1.0e-2}
 trainer: {max_epochs: 1, enable_progress_bar: false}
-env: {name: toy, n_train: 2, n_valid_seen: 2, n_valid_unseen: 2, max_turns: 10}
+env: {name: toy, max_turns: 10, options: {n_train: 2, n_valid_seen: 2, n_valid_unseen: 2}}
 eval: {max_new_tokens: 8}
 ipr: {epochs: 1, mc_samples: 2, max_new_tokens: 8}
 bench: {name: tiny, seeds: [0], methods: [eto, ipr], iterations: 1}

@@ -16,6 +16,7 @@ from ipr_lightning.config import (
     normalise_overrides,
     save_config,
 )
+from ipr_lightning.envs import env_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -73,7 +74,7 @@ def test_wandb_sweep_override_form():
         ("", ["eval.max_new_tokens=0"], "eval.max_new_tokens"),
         ("", ["eval.batch_size=0"], "eval.batch_size"),
         ("", ["ipr.iterations=1", "eval.split=train"], "held-out split"),
-        ("", ["env.sql.max_result_bytes=0"], "max_result_bytes"),
+        ("", ["env.options.max_result_bytes=0"], "max_result_bytes"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path, yaml_text, overrides, needle):
@@ -130,7 +131,13 @@ def test_every_field_has_a_docstring():
                 walk(type(default))
 
     walk(RunConfig)
+    for name in ("toy", "alfworld", "intercode_sql", "webshop"):
+        walk(env_spec(name).options)
     lines = describe()
+    assert any(
+        line.startswith("env.options.backend = 'sqlite'  (env.name=intercode_sql)")
+        for line in lines
+    )
     assert any(line.startswith("optim.lr = ") for line in lines)
     assert any(line.startswith("model.lora.r = ") for line in lines)
 

@@ -9,7 +9,7 @@ import pytest
 from ipr_lightning.config import EnvConfig
 from ipr_lightning.data.io import DataFileError
 from ipr_lightning.data.records import Turn
-from ipr_lightning.envs.build import build_env
+from ipr_lightning.envs import build_env
 from ipr_lightning.ipr.experts import align_experts, expert_tasks
 
 
@@ -17,8 +17,8 @@ from ipr_lightning.ipr.experts import align_experts, expert_tasks
 def paper_shaped():
     """Toy expert records without an in-context example (the paper's data shape), and the
     handle of a run with `env.in_context_example=true`."""
-    plain = build_env(EnvConfig(n_train=3), "train")
-    with_example = build_env(EnvConfig(n_train=3, in_context_example=True), "train")
+    plain = build_env(EnvConfig(options={"n_train": 3}), "train")
+    with_example = build_env(EnvConfig(in_context_example=True, options={"n_train": 3}), "train")
     return plain.expert(), with_example
 
 

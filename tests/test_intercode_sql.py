@@ -9,13 +9,7 @@ import time
 
 import pytest
 
-from ipr_lightning.envs.intercode_sql import (
-    SQL_ACTION_END,
-    IntercodeSqlEnv,
-    SqlTask,
-    format_result,
-)
-from ipr_lightning.envs.sql_backends import (
+from ipr_lightning.envs.intercode_sql.backends import (
     MySQLBackend,
     QueryResult,
     ServerAddress,
@@ -23,9 +17,15 @@ from ipr_lightning.envs.sql_backends import (
     SqlLimits,
     check_statement,
 )
-from ipr_lightning.envs.sql_dump import default_dump_path, sqlite_databases
-from ipr_lightning.envs.sql_tasks import expert_trajectory, shipped_tasks
-from ipr_lightning.envs.sql_worker import GRACE_S
+from ipr_lightning.envs.intercode_sql.dump import default_dump_path, sqlite_databases
+from ipr_lightning.envs.intercode_sql.env import (
+    SQL_ACTION_END,
+    IntercodeSqlEnv,
+    SqlTask,
+    format_result,
+)
+from ipr_lightning.envs.intercode_sql.tasks import expert_trajectory, shipped_tasks
+from ipr_lightning.envs.intercode_sql.worker import GRACE_S
 
 LIMITS = SqlLimits(timeout_s=1.0, max_rows=100, max_bytes=1_000_000)
 MUSEUM = SqlTask(
@@ -358,7 +358,7 @@ def test_hostile_sqlite_functions_and_bytes_answer_with_text(sqlite_backend, sql
 def test_the_papers_test_size_on_the_embedded_sample_says_what_to_do():
     """#16 minor: `env.name=intercode_sql` with defaults stopped on a bare test_size range."""
     from ipr_lightning.config import ConfigError, EnvConfig
-    from ipr_lightning.envs.build import build_env
+    from ipr_lightning.envs import build_env
 
     with pytest.raises(ConfigError, match="embedded:intercode is a 23-question sample"):
         build_env(EnvConfig(name="intercode_sql"), "train")

@@ -10,7 +10,7 @@ from toy_policies import toy_oracle
 
 from ipr_lightning.config import EnvConfig
 from ipr_lightning.data.records import Turn
-from ipr_lightning.envs.build import build_env
+from ipr_lightning.envs import build_env
 from ipr_lightning.ipr.experts import expert_tasks
 from ipr_lightning.ipr.explore import Exploration, ExploreSettings
 from ipr_lightning.ipr.pairs import PairRules, Side, outcome_pair, step_pair, step_winner
@@ -84,7 +84,7 @@ def test_step_pair_continuation_or_single_action():
 
 @pytest.fixture
 def toy():
-    handle = build_env(EnvConfig(n_train=4, max_turns=40), "train")
+    handle = build_env(EnvConfig(max_turns=40, options={"n_train": 4}), "train")
     return handle, expert_tasks(handle, handle.expert())
 
 

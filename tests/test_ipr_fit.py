@@ -18,8 +18,8 @@ from ipr_lightning.callbacks import IPRLoop
 from ipr_lightning.config import LossConfig, OptimConfig, RunConfig
 from ipr_lightning.data.io import read_pairs
 from ipr_lightning.data.render import ensure_chat_template
+from ipr_lightning.envs import build_env
 from ipr_lightning.envs.base import build_prompt
-from ipr_lightning.envs.build import build_env
 from ipr_lightning.ipr.explore import IterationResult
 from ipr_lightning.lightning.module import IPRModule
 from ipr_lightning.models import load_model, load_tokenizer
@@ -33,7 +33,8 @@ def ipr_args(out: Path, cache_dir: str) -> list[str]:
     return [
         "--config", str(ROOT / "configs/tiny.yaml"), f"output_dir={out}",
         f"--model.cache_dir={cache_dir}", "data.train_file=env:expert", "data.batch_size=4",
-        "env.n_train=3", "env.n_valid_unseen=2", "env.max_turns=12", "trainer.max_epochs=1",
+        "env.options.n_train=3", "env.options.n_valid_unseen=2", "env.max_turns=12",
+        "trainer.max_epochs=1",
         "ipr.iterations=2", "ipr.epochs=1", "ipr.mc_samples=2", "ipr.max_new_tokens=8",
         "ipr.lr=1e-3", "eval.max_new_tokens=8", "ipr.max_live=4",
     ]  # fmt: skip

@@ -19,7 +19,8 @@ def ipr_fit(out: Path, cache_dir: str, *extra: str) -> int:
     args = [
         "--config", str(ROOT / "configs/tiny.yaml"), f"output_dir={out}",
         f"model.cache_dir={cache_dir}", "data.train_file=env:expert", "data.batch_size=1",
-        "data.val_fraction=0", "env.n_train=2", "env.n_valid_unseen=1", "env.max_turns=8",
+        "data.val_fraction=0", "env.options.n_train=2", "env.options.n_valid_unseen=1",
+        "env.max_turns=8",
         "trainer.max_epochs=2", "ipr.epochs=1", "ipr.mc_samples=1", "ipr.max_tasks=1",
         "ipr.max_new_tokens=6", "eval.max_new_tokens=6", "ipr.max_live=8",
         "optim.warmup_ratio=0.3",

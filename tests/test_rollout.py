@@ -11,9 +11,9 @@ from toy_policies import toy_oracle
 from ipr_lightning.config import EnvConfig
 from ipr_lightning.data.records import Turn
 from ipr_lightning.data.render import render_text
+from ipr_lightning.envs import build_env
 from ipr_lightning.envs.base import build_prompt, parse_react
-from ipr_lightning.envs.build import build_env
-from ipr_lightning.envs.toy import RECEPTACLES, expert_actions
+from ipr_lightning.envs.toy.env import RECEPTACLES, expert_actions
 from ipr_lightning.rollout.engine import EpisodeSpec, run_episodes
 from ipr_lightning.rollout.evaluate import evaluate
 from ipr_lightning.rollout.policy import (
@@ -61,7 +61,7 @@ def random_policy(seed: int):
 
 @pytest.fixture
 def handle():
-    return build_env(EnvConfig(n_valid_unseen=24), "valid_unseen")
+    return build_env(EnvConfig(options={"n_valid_unseen": 24}), "valid_unseen")
 
 
 def test_oracle_scores_100_and_random_near_0(handle, tmp_path):
@@ -155,7 +155,7 @@ def test_cut_at_stop():
 
 
 def test_action_end_stop_marks_only_rows_with_a_finished_action(tiny_model_cfg):
-    from ipr_lightning.envs.intercode_sql import SQL_ACTION_END
+    from ipr_lightning.envs.intercode_sql.env import SQL_ACTION_END
     from ipr_lightning.models import load_tokenizer
     from ipr_lightning.rollout.policy import ActionEndStop
 

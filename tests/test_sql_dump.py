@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from ipr_lightning.envs.sql_dump import (
+from ipr_lightning.envs.intercode_sql.dump import (
     Column,
     connect_sqlite,
     default_dump_path,
@@ -198,7 +198,7 @@ def test_failed_build_leaves_nothing_behind(tmp_path):
 
 
 def test_a_rival_build_that_finishes_first_is_used(tmp_path, monkeypatch):
-    import ipr_lightning.envs.sql_dump as sql_dump
+    import ipr_lightning.envs.intercode_sql.dump as sql_dump
 
     dump = tmp_path / "dump.sql"
     dump.write_text(DUMP)
@@ -252,7 +252,7 @@ def test_real_dump_converts_completely(intercode_dump, tmp_path):
 
 def test_collation_cache_is_bounded_and_keys_agree():
     """#16: sorting 300 strings of 1 MB left 590 MB in the collation's cache."""
-    from ipr_lightning.envs import sql_dump
+    from ipr_lightning.envs.intercode_sql import dump as sql_dump
 
     sql_dump._cached_key.cache_clear()
     long_text = "É" * (sql_dump.CACHED_KEY_CHARS + 1)

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import pytest
 
-from ipr_lightning.envs.sql_reward import canonical_row, intercode_reward, kendall_tau_b
+from ipr_lightning.envs.intercode_sql.reward import canonical_row, intercode_reward, kendall_tau_b
 
 GOLD = [(1,), (2,), (3,)]
 

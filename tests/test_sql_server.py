@@ -16,9 +16,9 @@ import pymysql
 import pytest
 from conftest import MARIADB_TIMEOUT
 
-from ipr_lightning.envs import sql_server
-from ipr_lightning.envs.sql_dump import default_dump_path
-from ipr_lightning.envs.sql_server import (
+from ipr_lightning.envs.intercode_sql import server as sql_server
+from ipr_lightning.envs.intercode_sql.dump import default_dump_path
+from ipr_lightning.envs.intercode_sql.server import (
     READER_USER,
     ServerInfo,
     server_info,

@@ -7,10 +7,16 @@ import json
 
 import pytest
 
-from ipr_lightning.config import ConfigError, EnvConfig, SqlConfig
-from ipr_lightning.envs.build import build_env
-from ipr_lightning.envs.intercode_sql import SqlTask
-from ipr_lightning.envs.sql_tasks import expert_steps, load_tasks, shipped_tasks, split_tasks
+from ipr_lightning.config import ConfigError, EnvConfig
+from ipr_lightning.envs import build_env
+from ipr_lightning.envs.intercode_sql import SqlOptions
+from ipr_lightning.envs.intercode_sql.env import SqlTask
+from ipr_lightning.envs.intercode_sql.tasks import (
+    expert_steps,
+    load_tasks,
+    shipped_tasks,
+    split_tasks,
+)
 
 
 def record(i: int, **over) -> dict:
@@ -80,27 +86,27 @@ def test_expert_inspects_the_schema_for_joins():
 
 def test_handle_splits_and_config_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    cfg = EnvConfig(name="intercode_sql", max_turns=10, sql=SqlConfig(test_size=5))
+    cfg = EnvConfig(name="intercode_sql", max_turns=10, options=SqlOptions(test_size=5))
     train, test = build_env(cfg, "train"), build_env(cfg, "test")
     assert len(train.task_ids) == 18 and len(test.task_ids) == 5
     assert not set(train.task_ids) & set(test.task_ids)
     assert test.group_of(test.task_ids[0]) == "unknown"
-    with pytest.raises(ConfigError, match="unknown InterCode-SQL split 'valid_unseen'"):
+    with pytest.raises(ConfigError, match="unknown intercode_sql split 'valid_unseen'"):
         build_env(cfg, "valid_unseen")
     path = tmp_path / "tasks.json"
     path.write_text(json.dumps([record(i) for i in range(3)] + [record(3, db="no_such_db")]))
-    bad = EnvConfig(name="intercode_sql", sql=SqlConfig(task_file=str(path), test_size=1))
+    bad = EnvConfig(name="intercode_sql", options=SqlOptions(task_file=str(path), test_size=1))
     with pytest.raises(ConfigError, match=r"databases \['no_such_db'\] are not in the sqlite"):
         build_env(bad, "train")
-    with pytest.raises(ConfigError, match="env.sql.task_file: set InterCode's task file"):
-        build_env(EnvConfig(name="intercode_sql", sql=SqlConfig(task_file=None)), "train")
-    with pytest.raises(ConfigError, match="env.sql.backend must be one of"):
-        SqlConfig(backend="postgres")
+    with pytest.raises(ConfigError, match="env.options.task_file: set InterCode's task file"):
+        build_env(EnvConfig(name="intercode_sql", options=SqlOptions(task_file=None)), "train")
+    with pytest.raises(ConfigError, match="env.options.backend must be one of"):
+        SqlOptions(backend="postgres")
     assert train.make_env().reward_mode == "intercode"  # InterCode's comparison by default
-    canonical = EnvConfig(name="intercode_sql", sql=SqlConfig(test_size=5, reward="canonical"))
+    canonical = EnvConfig(name="intercode_sql", options=SqlOptions(test_size=5, reward="canonical"))
     assert build_env(canonical, "test").make_env().reward_mode == "canonical"
-    with pytest.raises(ConfigError, match="env.sql.reward must be one of"):
-        SqlConfig(reward="fuzzy")
+    with pytest.raises(ConfigError, match="env.options.reward must be one of"):
+        SqlOptions(reward="fuzzy")
 
 
 def test_sql_stats_names_the_option_that_is_wrong(capsys):

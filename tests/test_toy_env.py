@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ipr_lightning.data.io import read_trajectories, turns_to_json
-from ipr_lightning.envs.toy import ToyEnv, demo_trajectories, make_task
+from ipr_lightning.envs.toy.env import ToyEnv, demo_trajectories, make_task
 from ipr_lightning.lightning.datamodule import resolve_data_file
 
 

@@ -20,8 +20,8 @@ import torch
 
 from ipr_lightning.config import ConfigError, EnvConfig, load_config
 from ipr_lightning.data.render import ensure_chat_template, render_text
+from ipr_lightning.envs import build_env
 from ipr_lightning.envs.base import ACTION_LINE_RE
-from ipr_lightning.envs.build import build_env
 from ipr_lightning.models import (
     POLICY,
     build_tiny_tokenizer,
@@ -121,7 +121,7 @@ def engine(smollm2):
 
 
 def toy_histories(n: int) -> list[list]:
-    handle = build_env(EnvConfig(name="toy", n_valid_unseen=n), "valid_unseen")
+    handle = build_env(EnvConfig(name="toy", options={"n_valid_unseen": n}), "valid_unseen")
     env = handle.make_env()
     histories = []
     for task in handle.task_ids:
@@ -219,7 +219,8 @@ def test_ipr_fit_on_vllm_explores_as_the_hf_backend_does(vllm_ready, smollm2_cfg
             f"model.name_or_path={smollm2_cfg.name_or_path}",
             f"model.cache_dir={smollm2_cfg.cache_dir}", "model.dtype=float32",
             "trainer.precision=32-true", "data.train_file=env:expert", "data.batch_size=1",
-            "data.val_fraction=0", "env.n_train=2", "env.n_valid_unseen=2", "env.max_turns=4",
+            "data.val_fraction=0", "env.options.n_train=2", "env.options.n_valid_unseen=2",
+            "env.max_turns=4",
             "trainer.max_epochs=1", "ipr.iterations=1", "ipr.epochs=1", "ipr.mc_samples=1",
             "ipr.max_tasks=2", "ipr.max_new_tokens=24", "eval.max_new_tokens=24",
             f"rollout.backend={backend}", "rollout.vllm_kv_cache_gb=1",

@@ -7,10 +7,10 @@ import random
 import pytest
 from webshop_mimic import webshop_mimic
 
-from ipr_lightning.config import ConfigError, EnvConfig, WebShopConfig
-from ipr_lightning.envs.build import build_env
-from ipr_lightning.envs.webshop import SEP, WebShopEnv
-from ipr_lightning.envs.webshop_agents import (
+from ipr_lightning.config import ConfigError, EnvConfig
+from ipr_lightning.envs import build_env
+from ipr_lightning.envs.webshop import WebShopOptions
+from ipr_lightning.envs.webshop.agents import (
     ExpertShopper,
     OracleShopper,
     RandomShopper,
@@ -19,9 +19,10 @@ from ipr_lightning.envs.webshop_agents import (
     search_query,
     view_of,
 )
-from ipr_lightning.envs.webshop_handle import embedded_shop
-from ipr_lightning.envs.webshop_reward import title_nouns, type_factor, webshop_reward
-from ipr_lightning.envs.webshop_shop import Goal, Product, Review, Shop
+from ipr_lightning.envs.webshop.env import SEP, WebShopEnv
+from ipr_lightning.envs.webshop.handle import embedded_shop
+from ipr_lightning.envs.webshop.reward import title_nouns, type_factor, webshop_reward
+from ipr_lightning.envs.webshop.shop import Goal, Product, Review, Shop
 
 pytest.importorskip("rank_bm25")
 pytest.importorskip("thefuzz")
@@ -349,7 +350,7 @@ def test_expert_trajectories_replay_to_their_rewards(default_handle) -> None:
 
 
 def test_train_and_test_goals_are_disjoint() -> None:
-    cfg = EnvConfig(name="webshop", webshop=WebShopConfig(n_products=400, n_train=30, n_test=10))
+    cfg = EnvConfig(name="webshop", options=WebShopOptions(n_products=400, n_train=30, n_test=10))
     train, test = build_env(cfg, "train"), build_env(cfg, "test")
     assert train.task_ids[0] == "fixed_10" and len(train.task_ids) == 30
     assert not set(train.task_ids) & set(test.task_ids)
@@ -357,11 +358,11 @@ def test_train_and_test_goals_are_disjoint() -> None:
 
 
 def test_a_webshop_server_plays_like_the_embedded_shop() -> None:
-    ws = WebShopConfig(n_products=400, n_train=0, n_test=6)
-    embedded = build_env(EnvConfig(name="webshop", max_turns=10, webshop=ws), "test")
+    ws = WebShopOptions(n_products=400, n_train=0, n_test=6)
+    embedded = build_env(EnvConfig(name="webshop", max_turns=10, options=ws), "test")
     shop, goals = embedded_shop(400, 6, 0)
     with webshop_mimic(shop, list(goals.values())) as url:
-        served = EnvConfig(name="webshop", max_turns=10, webshop=WebShopConfig(url, n_test=6))
+        served = EnvConfig(name="webshop", max_turns=10, options=WebShopOptions(url, n_test=6))
         remote = build_env(served, "test")
         assert remote.task_ids == embedded.task_ids
         assert [(t.turns, t.reward) for t in remote.expert()] == [
@@ -372,13 +373,13 @@ def test_a_webshop_server_plays_like_the_embedded_shop() -> None:
 
 
 def test_a_catalogue_too_small_for_its_goals_is_a_config_error() -> None:
-    cfg = EnvConfig(name="webshop", webshop=WebShopConfig(n_products=100, n_train=90, n_test=20))
+    cfg = EnvConfig(name="webshop", options=WebShopOptions(n_products=100, n_train=90, n_test=20))
     with pytest.raises(
-        ConfigError, match="need 110 target products, but env.webshop.n_products is 100"
+        ConfigError, match="need 110 target products, but env.options.n_products is 100"
     ):
         build_env(cfg, "test")
     with pytest.raises(ConfigError, match="overlaps"):
-        build_env(EnvConfig(name="webshop", webshop=WebShopConfig(train_start=5)), "train")
+        build_env(EnvConfig(name="webshop", options=WebShopOptions(train_start=5)), "train")
 
 
 def test_a_search_without_results_is_still_a_results_page(shop: Shop) -> None:

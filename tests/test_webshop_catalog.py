@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from ipr_lightning.envs.webshop_catalog import generate_catalog
-from ipr_lightning.envs.webshop_shop import CATEGORY_SEP, Shop
+from ipr_lightning.envs.webshop.catalog import generate_catalog
+from ipr_lightning.envs.webshop.shop import CATEGORY_SEP, Shop
 
 ASIN = re.compile(r"B0[0-9A-Z]{8}")
 BUTTONS = ("back to search", "< prev", "next >", "description", "features", "reviews", "buy now")
@@ -40,7 +40,7 @@ def test_same_seed_same_catalog_different_seed_differs(catalog):
 
 def test_same_seed_same_catalog_across_processes():
     code = (
-        "from ipr_lightning.envs.webshop_catalog import generate_catalog\n"
+        "from ipr_lightning.envs.webshop.catalog import generate_catalog\n"
         "p, g = generate_catalog(200, 50, seed=3)\n"
         "print([(x.asin, x.name, x.price) for x in p], [(x.asin, x.instruction) for x in g])"
     )

@@ -11,8 +11,7 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 from webshop_mimic import serve, webshop_mimic
 
-from ipr_lightning.envs.webshop import WebShopEnv
-from ipr_lightning.envs.webshop_agents import (
+from ipr_lightning.envs.webshop.agents import (
     ExpertShopper,
     OracleShopper,
     View,
@@ -20,8 +19,9 @@ from ipr_lightning.envs.webshop_agents import (
     play,
     view_of,
 )
-from ipr_lightning.envs.webshop_client import WebShopServerEnv
-from ipr_lightning.envs.webshop_shop import Goal, Product, Review, Shop
+from ipr_lightning.envs.webshop.client import WebShopServerEnv
+from ipr_lightning.envs.webshop.env import WebShopEnv
+from ipr_lightning.envs.webshop.shop import Goal, Product, Review, Shop
 
 pytest.importorskip("rank_bm25")
 pytest.importorskip("thefuzz")

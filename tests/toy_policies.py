@@ -3,7 +3,7 @@
 import re
 
 from ipr_lightning.envs.base import parse_react
-from ipr_lightning.envs.toy import RECEPTACLES
+from ipr_lightning.envs.toy.env import RECEPTACLES
 
 
 def toy_oracle(history) -> str:

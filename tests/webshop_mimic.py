@@ -22,8 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from ipr_lightning.envs.webshop_reward import webshop_reward
-from ipr_lightning.envs.webshop_shop import PAGE_SIZE, Goal, Product, Shop
+from ipr_lightning.envs.webshop.reward import webshop_reward
+from ipr_lightning.envs.webshop.shop import PAGE_SIZE, Goal, Product, Shop
 
 esc = html.escape
 

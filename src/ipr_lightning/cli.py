@@ -48,7 +48,7 @@ from ipr_lightning.config import (
 from ipr_lightning.data.io import DataFileError, read_trajectories, write_trajectories
 from ipr_lightning.data.records import Trajectory
 from ipr_lightning.data.render import TemplateError, ensure_chat_template
-from ipr_lightning.envs.build import build_env
+from ipr_lightning.envs import build_env
 from ipr_lightning.ipr.experts import align_experts, expert_tasks
 from ipr_lightning.lightning.datamodule import IPRDataModule
 from ipr_lightning.lightning.module import IPRModule, NonFiniteTraining

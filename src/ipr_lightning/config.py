@@ -24,9 +24,6 @@ PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true
 QUANTIZATIONS = ("none", "nf4")
 NLL_REDUCTIONS = ("sum", "mean")
 NLL_ON = ("all_chosen", "outcome_chosen")
-ENV_NAMES = ("toy", "alfworld", "intercode_sql", "webshop")
-SQL_BACKENDS = ("sqlite", "mysql")
-SQL_REWARDS = ("intercode", "canonical")
 ENV_EXPERT = "env:expert"
 
 
@@ -280,102 +277,13 @@ class WandbConfig:
 
 
 @dataclass
-class SqlConfig:
-    task_file: str | None = "embedded:intercode"
-    """InterCode task file (JSON `[{"db", "gold", "query", "hardness"}]` or CSV
-    `query,gold,db`); `embedded:intercode`: the 23 questions shipped in intercode-bench."""
-    backend: str = "sqlite"
-    """`sqlite` (the dump's databases converted once into read-only SQLite files, cached) or
-    `mysql` (a MariaDB/MySQL server holding them, as InterCode uses)."""
-    dump: str | None = None
-    """MySQL dump with the databases, for the SQLite copy; unset: intercode-bench's Spider-dev
-    dump (20 databases)."""
-    server_dir: str | None = None
-    """Data folder of a server started by `ipr-data sql server start --dir D`: host, port, user
-    and password are read from it (then the four keys below are not needed)."""
-    host: str = "127.0.0.1"
-    """MariaDB/MySQL host (backend=mysql without server_dir)."""
-    port: int = 3307
-    """MariaDB/MySQL port."""
-    user: str = "ipr_reader"
-    """A read-only user of the server (SELECT on the task databases only)."""
-    password_env: str = "IPR_SQL_PASSWORD"
-    """Environment variable holding that user's password (never stored in config.yaml)."""
-    test_size: int = 200
-    """Questions in the test split (paper: 200); the rest is train. `all` is every question."""
-    split_seed: int = 0
-    """Seed of the train/test split."""
-    timeout_s: float = 5.0
-    """Statement time limit for agent and gold queries."""
-    max_result_rows: int = 10_000
-    """Results with more rows are refused with an error observation."""
-    max_result_bytes: int = 4_000_000
-    """Results with more bytes (text and blob lengths; 8 per number) are refused likewise."""
-    observation_rows: int = 30
-    """Result rows shown in an observation (the full result still scores)."""
-    observation_chars: int = 2000
-    """Characters of result shown in an observation (paper's code: 350, cut mid-row)."""
-    reward: str = "intercode"
-    """How result rows are compared: `intercode` (InterCode's exact comparison: `str(row)` of
-    the values as the database driver returns them, so Decimal('1.5000') != Decimal('1.50'))
-    or `canonical` (values normalised first, `sql_reward.canonical_row`: the SQLite and
-    MariaDB backends then score alike)."""
-
-    def __post_init__(self) -> None:
-        if self.backend not in SQL_BACKENDS:
-            raise ConfigError(
-                f"env.sql.backend must be one of {SQL_BACKENDS}, got {self.backend!r}"
-            )
-        if self.reward not in SQL_REWARDS:
-            raise ConfigError(f"env.sql.reward must be one of {SQL_REWARDS}, got {self.reward!r}")
-        if min(self.max_result_rows, self.max_result_bytes, self.observation_rows) < 1 or not (
-            self.timeout_s > 0
-        ):
-            raise ConfigError(
-                "env.sql.timeout_s, max_result_rows, max_result_bytes and observation_rows "
-                "must be positive"
-            )
-
-
-@dataclass
-class WebShopConfig:
-    server_url: str | None = None
-    """A running WebShop server (its Flask app, e.g. http://127.0.0.1:3000): episodes are
-    played through its pages; unset: the embedded WebShop-style shop."""
-    n_products: int = 5000
-    """Products in the generated catalogue (embedded shop)."""
-    n_train: int = 1624
-    """Train goals (paper: 1,624)."""
-    n_test: int = 200
-    """Test goals (paper: 200): goals fixed_0 .. fixed_{n_test-1}, as WebShop numbers them."""
-    train_start: int | None = None
-    """Index of the first train goal; unset: right after the test goals (embedded shop) or
-    1500 (a WebShop server: its goals 0-499 are test, 500-1499 dev, 1500+ train)."""
-    seed: int = 0
-    """Seed of the generated catalogue and goals."""
-    timeout_s: float = 30.0
-    """HTTP timeout of one page request to a WebShop server."""
-
-    def __post_init__(self) -> None:
-        if min(self.n_products, self.n_train, self.n_test) < 0 or self.timeout_s <= 0:
-            raise ConfigError("env.webshop sizes must be >= 0 and timeout_s positive")
-        if self.train_start is not None and self.train_start < 0:
-            raise ConfigError(f"env.webshop.train_start must be >= 0, got {self.train_start}")
-
-    def first_train_goal(self) -> int:
-        if self.train_start is not None:
-            return self.train_start
-        return 1500 if self.server_url else self.n_test
-
-
-@dataclass
 class EnvConfig:
     name: str = "toy"
-    """Environment: `toy` (the deterministic toy household), `alfworld` (the real engine),
-    `intercode_sql` (InterCode-SQL on the Spider databases; settings under `env.sql`) or
-    `webshop` (the WebShop-style shop or a WebShop server; settings under `env.webshop`)."""
-    data_dir: str | None = None
-    """ALFWorld data root holding json_2.1.1/; unset: $ALFWORLD_DATA, else generated games."""
+    """Environment: a registered name -- shipped: `toy` (the deterministic toy household),
+    `alfworld` (the real engine), `intercode_sql` (InterCode-SQL on the Spider databases),
+    `webshop` (the WebShop-style shop or a WebShop server) -- a plug-in of the
+    `ipr_lightning.envs` entry-point group, or `package.module:builder` (README, "Adding an
+    environment")."""
     train_split: str = "train"
     """Split whose tasks exploration and expert data use."""
     max_turns: int = 20
@@ -383,44 +291,36 @@ class EnvConfig:
     in_context_example: bool = False
     """Put one expert example between `OK` and the task, in every prompt (SFT data,
     exploration, scoring, evaluation alike). Recorded here so every stage uses the same."""
-    task_types: list[str] = field(default_factory=list)
-    """ALFWorld task types to keep in every split (empty: all six), e.g.
-    `[pick_and_place_simple]`; `ipr-data alfworld stats` lists them."""
-    generate_task_types: bool = False
-    """Generate games of `task_types` only (`n_*` games of those types per split) instead of
-    games of all six types that `task_types` then filters (generated games only)."""
-    n_train: int = 2000
-    """Generated games / toy tasks in the train split (when no official data is used)."""
-    n_valid_seen: int = 140
-    """Generated games / toy tasks in valid_seen (paper: 140)."""
-    n_valid_unseen: int = 134
-    """Generated games / toy tasks in valid_unseen (paper: 134)."""
-    generation_seed: int = 0
-    """Seed of the generated games."""
-    workers: int = 2
-    """Processes for generating games and playing the expert (not for the model)."""
-    sql: SqlConfig = field(default_factory=SqlConfig)
-    """InterCode-SQL tasks, database backend and limits (env.name=intercode_sql)."""
-    webshop: WebShopConfig = field(default_factory=WebShopConfig)
-    """The WebShop-style catalogue and goals, or a WebShop server (env.name=webshop)."""
+    options: Any = None
+    """The environment's own settings, typed by the options class it registers (unknown keys
+    and wrong types are errors); `ipr-fit --help-config` lists the shipped envs' options."""
 
     def __post_init__(self) -> None:
-        if self.name not in ENV_NAMES:
-            raise ConfigError(f"env.name must be one of {ENV_NAMES}, got {self.name!r}")
+        from ipr_lightning.envs.registry import env_spec
+
+        spec = env_spec(self.name)  # an unknown name: one line listing the known ones
         if self.max_turns < 1:
             raise ConfigError(f"env.max_turns must be at least 1, got {self.max_turns}")
-        if self.workers < 1:
-            raise ConfigError(f"env.workers must be at least 1, got {self.workers}")
-        if self.task_types and self.name != "alfworld":
-            raise ConfigError(f"env.task_types applies to alfworld only, not {self.name!r}")
-        if self.generate_task_types and not self.task_types:
-            raise ConfigError("env.generate_task_types=true needs env.task_types")
+        if self.train_split not in spec.splits:
+            raise ConfigError(
+                f"env.train_split: {self.name} has no split {self.train_split!r}; "
+                f"its splits: {list(spec.splits)}"
+            )
+        if self.options is not None:  # None: the defaults, filled in by RunConfig/build_env
+            self.options = spec.parse_options(self.options)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        from ipr_lightning.envs.registry import env_spec
+
+        return env_spec(self.name).splits
 
 
 @dataclass
 class EvalConfig:
-    split: str = "valid_unseen"
-    """Held-out split to evaluate on (valid_seen or valid_unseen; InterCode-SQL, WebShop: test)."""
+    split: str | None = None
+    """Held-out split to evaluate on; unset: the environment's evaluation split (ALFWorld
+    valid_unseen; InterCode-SQL, WebShop: test)."""
     max_episodes: int = 0
     """Evaluate at most this many tasks of the split (0: all)."""
     max_live: int = 32
@@ -473,7 +373,6 @@ class RolloutConfig:
 IPR_REFERENCES = ("sft", "previous")
 PAIR_TYPES = ("outcome", "step")
 STEP_COMPLETIONS = ("continuation", "action")
-TASK_TAUS = {"alfworld": 0.5, "webshop": 0.01, "intercode_sql": 0.1, "toy": 0.5}
 
 
 @dataclass
@@ -498,8 +397,8 @@ class IPRConfig:
     tau_traj: float = 0.01
     """Final-reward margin a pair's winner needs (code and default: 0.01)."""
     tau_step: float | None = None
-    """Step-value margin of step pairs; unset: the paper's per-task value (ALFWorld 0.5,
-    WebShop 0.01, InterCodeSQL 0.1)."""
+    """Step-value margin of step pairs; unset: the environment's own (registered `step_tau`;
+    the paper's: ALFWorld 0.5, WebShop 0.01, InterCodeSQL 0.1)."""
     agent_wins: bool = True
     """Let the agent's continuation win step pairs (the authors' code); false: expert only
     (the paper)."""
@@ -556,7 +455,11 @@ class IPRConfig:
                 raise ConfigError(f"ipr.{name} must be in [0, 1], got {value}")
 
     def step_tau(self, env_name: str) -> float:
-        return self.tau_step if self.tau_step is not None else TASK_TAUS.get(env_name, 0.01)
+        if self.tau_step is not None:
+            return self.tau_step
+        from ipr_lightning.envs.registry import env_spec
+
+        return env_spec(env_name).step_tau
 
 
 @dataclass
@@ -592,7 +495,19 @@ class RunConfig:
                 "rollout.backend=vllm needs model.lora.enabled=true: vLLM swaps LoRA adapters "
                 "per request, while a fully fine-tuned model would need a new engine per phase"
             )
+        from ipr_lightning.envs.registry import env_spec
+
+        spec = env_spec(self.env.name)
+        if self.env.options is None:
+            self.env.options = spec.parse_options(None)
+        if self.eval.split is None:
+            self.eval.split = spec.eval_split
         for split in (self.eval.split, *self.eval.extra_splits):
+            if split not in self.env.splits:
+                raise ConfigError(
+                    f"eval split {split!r}: {self.env.name} has no such split; "
+                    f"its splits: {list(self.env.splits)}"
+                )
             if self.ipr.iterations > 0 and self.env.train_split == split:
                 raise ConfigError(
                     f"eval split {split!r} is env.train_split: IPR would be evaluated on the "
@@ -692,7 +607,7 @@ HARMLESS_KEYS = (
     "trainer.enable_progress_bar",
     "trainer.log_every_n_steps",
     "trainer.checkpoint_every_n_steps",
-    "env.workers",
+    "env.options.workers",
     "data.num_workers",
     "rollout.vllm_kv_cache_gb",
 )
@@ -751,8 +666,9 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def describe(cls: type = RunConfig, prefix: str = "") -> list[str]:
-    """One line per leaf key: `key (default): doc`, for `ipr-fit --help-config`."""
+def describe(cls: type = RunConfig, prefix: str = "", only: str = "") -> list[str]:
+    """One line per leaf key: `key = default` and its doc, for `ipr-fit --help-config`; the
+    shipped environments' options are listed under `env.options.`, each with its env."""
     lines = []
     docs = field_docs(cls)
     default = cls()
@@ -760,7 +676,15 @@ def describe(cls: type = RunConfig, prefix: str = "") -> list[str]:
         value = getattr(default, f.name)
         key = f"{prefix}{f.name}"
         if is_dataclass(value):
-            lines.extend(describe(type(value), key + "."))
+            lines.extend(describe(type(value), key + ".", only))
+        elif cls is EnvConfig and f.name == "options":
+            from ipr_lightning.envs.registry import SHIPPED, env_spec
+
+            lines.append(f"{key}\n    {docs.get(f.name, '')}")
+            for name in SHIPPED:
+                options = env_spec(name).options
+                if options is not None:
+                    lines.extend(describe(options, key + ".", f"  (env.name={name})"))
         else:
-            lines.append(f"{key} = {value!r}\n    {docs.get(f.name, '')}")
+            lines.append(f"{key} = {value!r}{only}\n    {docs.get(f.name, '')}")
     return lines

@@ -10,6 +10,8 @@
     ipr-data webshop stats [--split test] [--limit N] [--products 5000 --seed 0]
                                 # expert / oracle / random rewards on the WebShop-style goals
     ipr-data webshop trajectories --split train --out FILE.json  # expert demonstrations
+    ipr-data check-env NAME [--config C] [--split S] [--file F] [key=value ...]
+                                # replay expert trajectories in the env; one line per mismatch
 
 Without --data, `$ALFWORLD_DATA` (the official data) is used when set, else the generated
 games (generated on first use; their results are NOT on the official split). User mistakes
@@ -26,8 +28,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ipr_lightning.config import ConfigError
-from ipr_lightning.envs.alfworld_engine import SPLITS
-from ipr_lightning.envs.alfworld_games import (  # noqa: F401  (re-exported for callers)
+from ipr_lightning.data.io import DataFileError
+from ipr_lightning.envs.alfworld.engine import SPLITS
+from ipr_lightning.envs.alfworld.games import (  # noqa: F401  (re-exported for callers)
     default_games_dir,
     generate_games,
     resolve_alfworld_data,
@@ -126,6 +129,18 @@ def add_sql_parser(tasks: Any) -> None:
 
 
 def add_webshop_parser(tasks: Any) -> None:
+    check = tasks.add_parser(
+        "check-env",
+        help="replay an env's expert trajectories step by step against the env (exit 1 on a "
+        "mismatch)",
+    )
+    check.add_argument("name", help="env.name: a registered env, plug-in or package.module:builder")
+    check.add_argument("overrides", nargs="*", help="config overrides, e.g. env.options.n_train=8")
+    check.add_argument("--config", help="a run config (YAML) whose env section to use")
+    check.add_argument("--split", help="split to check (default: env.train_split)")
+    check.add_argument("--file", help="trajectory file to check (default: the env's expert)")
+    check.add_argument("--limit", type=_count, default=0, help="first N records (0: all)")
+    check.add_argument("--no-progress", action="store_true")
     shop = tasks.add_parser("webshop", help="WebShop-style shop: shopper rewards, expert data")
     cmds = shop.add_subparsers(dest="command", required=True, parser_class=_Parser)
     stats = cmds.add_parser("stats", help="catalogue size; expert/oracle/random reward spread")
@@ -173,7 +188,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 def cmd_trajectories(args: argparse.Namespace) -> None:
     from ipr_lightning.data.io import write_trajectories
-    from ipr_lightning.envs.alfworld_games import expert_trajectories
+    from ipr_lightning.envs.alfworld.games import expert_trajectories
 
     root = _data_root(args)
     trajs = expert_trajectories(
@@ -184,7 +199,7 @@ def cmd_trajectories(args: argparse.Namespace) -> None:
 
 
 def _table(counts: dict[str, dict[str, int]]) -> str:
-    from ipr_lightning.envs.alfworld_engine import TASK_TYPES
+    from ipr_lightning.envs.alfworld.engine import TASK_TYPES
 
     splits = list(counts)
     lines = [f"{'task type':34}" + "".join(f"{s:>14}" for s in splits)]
@@ -201,8 +216,8 @@ def _summary(values: list[float]) -> str:
 
 
 def cmd_stats(args: argparse.Namespace) -> None:
-    from ipr_lightning.envs.alfworld_engine import TASK_TYPES, list_games, split_dir, task_type_of
-    from ipr_lightning.envs.alfworld_games import expert_trajectories
+    from ipr_lightning.envs.alfworld.engine import TASK_TYPES, list_games, split_dir, task_type_of
+    from ipr_lightning.envs.alfworld.games import expert_trajectories
 
     root = _data_root(args)
     counts = {}
@@ -257,8 +272,8 @@ def _tokens(tokenizer: Any, turns: list) -> int:
 
 
 def cmd_sql_server(args: argparse.Namespace) -> None:
-    from ipr_lightning.envs.sql_dump import default_dump_path
-    from ipr_lightning.envs.sql_server import server_info, start_server, stop_server
+    from ipr_lightning.envs.intercode_sql.dump import default_dump_path
+    from ipr_lightning.envs.intercode_sql.server import server_info, start_server, stop_server
 
     datadir = Path(args.dir).expanduser()
     if args.action == "stop":
@@ -276,17 +291,17 @@ def cmd_sql_server(args: argparse.Namespace) -> None:
     print(
         f"MariaDB on {info.host}:{info.port}, read-only user {info.user}, "
         f"{len(info.databases)} databases\n"
-        f"use it: env.sql.backend=mysql env.sql.server_dir={datadir}"
+        f"use it: env.options.backend=mysql env.options.server_dir={datadir}"
     )
 
 
 def cmd_sql_stats(args: argparse.Namespace) -> None:
-    from ipr_lightning.config import SqlConfig
-    from ipr_lightning.envs.sql_handle import sql_tasks
-    from ipr_lightning.envs.sql_tasks import split_tasks
+    from ipr_lightning.envs.intercode_sql import SqlOptions
+    from ipr_lightning.envs.intercode_sql.handle import sql_tasks
+    from ipr_lightning.envs.intercode_sql.tasks import split_tasks
 
     try:
-        tasks = sql_tasks(SqlConfig(task_file=args.tasks))
+        tasks = sql_tasks(SqlOptions(task_file=args.tasks))
     except ValueError as exc:  # ConfigError / DataFileError: they name the file
         raise UserError(f"--tasks: {exc}") from None
     try:
@@ -301,16 +316,17 @@ def cmd_sql_stats(args: argparse.Namespace) -> None:
 
 
 def _webshop(args: argparse.Namespace):
-    from ipr_lightning.config import EnvConfig, WebShopConfig
-    from ipr_lightning.envs.build import build_env
+    from ipr_lightning.config import EnvConfig
+    from ipr_lightning.envs import build_env
+    from ipr_lightning.envs.webshop import WebShopOptions
 
-    ws = WebShopConfig(args.server, args.products, args.train, args.test, seed=args.seed)
-    handle = build_env(EnvConfig(name="webshop", max_turns=10, webshop=ws), args.split)
+    ws = WebShopOptions(args.server, args.products, args.train, args.test, seed=args.seed)
+    handle = build_env(EnvConfig(name="webshop", max_turns=10, options=ws), args.split)
     return handle, handle.task_ids[: args.limit or None]
 
 
 def cmd_webshop_stats(args: argparse.Namespace) -> None:
-    from ipr_lightning.envs.webshop_agents import shopper_stats
+    from ipr_lightning.envs.webshop.agents import shopper_stats
 
     handle, ids = _webshop(args)
     if not args.server:
@@ -323,12 +339,42 @@ def cmd_webshop_stats(args: argparse.Namespace) -> None:
 
 def cmd_webshop_trajectories(args: argparse.Namespace) -> None:
     from ipr_lightning.data.io import write_trajectories
-    from ipr_lightning.envs.webshop_handle import expert_data
+    from ipr_lightning.envs.webshop.handle import expert_data
 
     handle, ids = _webshop(args)
     trajs = expert_data(handle.make_env(), ids, None)
     write_trajectories(args.out, trajs)
     print(f"wrote {len(trajs)} {args.split} expert trajectories to {args.out}")
+
+
+def cmd_check_env(args: argparse.Namespace) -> None:
+    from ipr_lightning.config import load_config
+    from ipr_lightning.data.io import read_trajectories
+    from ipr_lightning.envs import build_env
+    from ipr_lightning.envs.check import check_env
+
+    cfg = load_config(args.config, [f"env.name={args.name}", *args.overrides])
+    split = args.split or cfg.env.train_split
+    handle = build_env(cfg.env, split)
+    if args.file:
+        records, source = read_trajectories(args.file), args.file
+    else:
+        records, source = handle.expert(), f"{handle.name} {split} expert"
+    records = records[: args.limit or None]
+    report = check_env(handle, records, source, progress=not args.no_progress)
+    for line in report.problems:
+        print(line)
+    bad = len(report.problems)
+    print(
+        f"check-env {handle.name} {split}: {report.records - bad} of {report.records} "
+        f"trajectories replay exactly ({report.steps} steps)"
+    )
+    if bad:
+        raise CheckFailed
+
+
+class CheckFailed(Exception):
+    """check-env found mismatches (exit code 1; they are printed)."""
 
 
 COMMANDS = {
@@ -339,6 +385,7 @@ COMMANDS = {
     ("sql", "stats"): cmd_sql_stats,
     ("webshop", "stats"): cmd_webshop_stats,
     ("webshop", "trajectories"): cmd_webshop_trajectories,
+    ("check-env", None): cmd_check_env,
 }
 
 
@@ -346,8 +393,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        COMMANDS[args.task, args.command](args)
-    except (UserError, ConfigError, FileNotFoundError, FileExistsError, ImportError) as exc:
+        COMMANDS[args.task, getattr(args, "command", None)](args)
+    except CheckFailed:
+        return 1
+    except (
+        UserError,
+        ConfigError,
+        DataFileError,
+        FileNotFoundError,
+        FileExistsError,
+        ImportError,
+    ) as exc:
         print(f"ipr-data: error: {exc}", file=sys.stderr)  # ImportError: alfworld missing
         return 2
     return 0

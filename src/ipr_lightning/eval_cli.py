@@ -22,7 +22,7 @@ from ipr_lightning import stopping
 from ipr_lightning.cli import USER_ERRORS
 from ipr_lightning.config import ConfigError, RunConfig, load_config
 from ipr_lightning.data.render import ensure_chat_template
-from ipr_lightning.envs.build import build_env
+from ipr_lightning.envs import build_env
 from ipr_lightning.models import (
     can_merge_exactly,
     load_adapter_weights,

@@ -13,6 +13,7 @@ command. Reaching `max_turns` without finishing is `truncated`.
 
 `build_prompt` makes the conversation start used identically by SFT data, exploration, MC
 scoring and evaluation: instruction, `OK`, optional in-context example turns, then the task.
+`EnvHandle` is what an environment's builder returns for one split (see `registry.py`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ def parse_react(text: str) -> ParsedOutput:
     thought = text[: last.start()].strip()
     thought = re.sub(r"^\s*Thought\s*:\s*", "", thought, flags=re.IGNORECASE) or None
     return ParsedOutput(thought, action or None)
+
+
+OPENING_TURNS = 2
+"""The instruction (user) and its `OK` (assistant): the turns before the example or task."""
 
 
 def build_prompt(instruction: str, task: str, example: Sequence[Turn] | None = None) -> list[Turn]:
@@ -157,3 +162,49 @@ def record_episode(
             break
         turns.append(Turn("user", env.format_observation(obs)))
     return Trajectory(task_id, turns, float(reward), meta or {})
+
+
+def task_turn(n_example_turns: int) -> int:
+    """Index of the task turn in a conversation whose example has `n_example_turns` turns."""
+    return OPENING_TURNS + n_example_turns
+
+
+def example_turns(trajectory: Trajectory) -> list[Turn]:
+    """An expert trajectory as an in-context example: without the instruction and its `OK`,
+    so the task, then actions/observations, ending on an action."""
+    turns = trajectory.turns[OPENING_TURNS:]
+    while turns and turns[-1].role != "assistant":
+        turns = turns[:-1]
+    return turns
+
+
+@dataclass
+class EnvHandle:
+    """One split of an environment, as its builder returns it: everything a stage needs to
+    run episodes there."""
+
+    name: str
+    split: str
+    make_env: Callable[[], TextEnv]
+    """A fresh env instance (one per live episode)."""
+    task_ids: list[str]
+    expert: Callable[[], list[Trajectory]]
+    """Expert trajectories of this split (played in the env; may take a while)."""
+    example_for: Callable[[str], list[Turn] | None] = lambda task_id: None
+    """In-context example turns (task, actions, observations) for a task, when configured."""
+    group_of: Callable[[str], str] | None = None
+    """A task's group for per-group reports (InterCode-SQL: the question's hardness)."""
+    spec: Any = None
+    """The env's registration (`EnvSpec`), attached by `build_env`."""
+
+    @property
+    def action_end(self) -> re.Pattern[str] | None:
+        """What a complete action looks like: generation stops there (see `Sampling`)."""
+        return self.spec.action_end if self.spec is not None else ACTION_LINE_RE
+
+    def task_of(self, record: Trajectory) -> str:
+        """The task an expert record plays (the registration's `task_key`; default its id)."""
+        return self.spec.task_of(record) if self.spec is not None else record.id
+
+    def build_start(self, env: TextEnv, obs: str) -> list[Turn]:
+        return build_prompt(env.instruction, obs, self.example_for(env.task_id))

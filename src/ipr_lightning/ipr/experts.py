@@ -25,8 +25,7 @@ from tqdm.auto import tqdm
 
 from ipr_lightning.data.io import DataFileError
 from ipr_lightning.data.records import Dialogue, Trajectory, Turn
-from ipr_lightning.envs.base import build_prompt
-from ipr_lightning.envs.build import EnvHandle
+from ipr_lightning.envs.base import OPENING_TURNS, EnvHandle, build_prompt, task_turn
 from ipr_lightning.rollout.engine import EpisodeSpec, replay
 
 log = logging.getLogger("ipr_lightning")
@@ -55,11 +54,6 @@ class ExpertTask:
         return self.dialogue.after(j)
 
 
-def task_id_of(traj: Trajectory) -> str:
-    """The env task a record plays: its `game_file` (ALFWorld), else its id."""
-    return str(traj.meta.get("game_file", traj.id))
-
-
 def _aligned(
     traj: Trajectory, example: list[Turn], err: Callable[[str], DataFileError]
 ) -> tuple[Trajectory, int]:
@@ -76,10 +70,11 @@ def _aligned(
             "the task (user) and an action (assistant)"
         )
     # (the example's own task, recorded without it, looks like instruction, OK, example)
-    has_example = turns[2 : 2 + len(example)] == example and len(turns) > 2 + len(example)
+    task = task_turn(len(example))
+    has_example = turns[OPENING_TURNS:task] == example and len(turns) > task
     if example and not has_example:
-        turns[2:2] = example  # the paper's data has no example: insert the env's
-    start = build_prompt(turns[0].content, turns[2 + len(example)].content, example)
+        turns[OPENING_TURNS:OPENING_TURNS] = example  # the paper's data has none: insert it
+    start = build_prompt(turns[0].content, turns[task].content, example)
     if turns[: len(start)] != start or len(turns) == len(start):
         raise err(
             "does not continue its prompt (instruction, OK, [example], task) with an action "
@@ -99,13 +94,14 @@ def align_experts(
         def err(problem: str, field: str = "conversations") -> DataFileError:
             return DataFileError(source, problem, index, traj.id, field)  # noqa: B023
 
-        task_id = task_id_of(traj)
+        task_id = handle.task_of(traj)
         if task_id not in known:
-            field = "game_file" if "game_file" in traj.meta else "id"
+            key = handle.spec.task_key if handle.spec is not None else "id"
+            field = key if key in traj.meta else "id"
             raise err(
                 f"task {task_id!r} is not a task of the {handle.name} {handle.split} split (IPR "
                 "replays expert records in the env's tasks: use data.train_file=env:expert, or "
-                "a file whose ids/game_file are its task ids)",
+                f"a file whose records name their task in {key!r})",
                 field,
             )
         aligned, n_start = _aligned(traj, list(handle.example_for(task_id) or []), err)
@@ -131,7 +127,7 @@ def expert_tasks(
     aligned, starts = align_experts(handle, experts, source)
     firsts: dict[str, tuple[Trajectory, int]] = {}
     for traj, n_start in zip(aligned, starts, strict=True):
-        firsts.setdefault(task_id_of(traj), (traj, n_start))
+        firsts.setdefault(handle.task_of(traj), (traj, n_start))
     if len(firsts) < len(aligned):
         log.warning(
             "%s: %d records repeat a task; IPR explores each task once, along its first record "

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from ipr_lightning.data.io import write_pairs
 from ipr_lightning.data.records import PreferencePair
-from ipr_lightning.envs.build import EnvHandle
+from ipr_lightning.envs.base import EnvHandle
 from ipr_lightning.ipr.experts import ExpertTask
 from ipr_lightning.ipr.pairs import EPS, PairRules, Side, outcome_pair, step_pair
 from ipr_lightning.ipr.store import Key, RolloutStore, StoredEpisode

@@ -20,7 +20,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ipr_lightning import stopping
-from ipr_lightning.data.records import Turn
+from ipr_lightning.data.records import Dialogue, Turn
 from ipr_lightning.envs.base import TextEnv
 from ipr_lightning.rollout.policy import Policy, Sampling
 
@@ -53,8 +53,13 @@ class Episode:
     infos: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def dialogue(self) -> Dialogue:
+        """The conversation split into its start and its (action, observation) steps."""
+        return Dialogue.of(self.turns, self.n_prompt)
+
+    @property
     def actions(self) -> int:
-        return sum(t.role == "assistant" for t in self.turns[self.n_prompt :])
+        return len(self.dialogue.steps)
 
     @property
     def policy_actions(self) -> int:

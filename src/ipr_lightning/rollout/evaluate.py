@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ipr_lightning.data.io import turns_to_json
-from ipr_lightning.envs.build import EnvHandle
+from ipr_lightning.envs.base import EnvHandle
 from ipr_lightning.rollout.engine import Episode, EpisodeSpec, run_episodes
 from ipr_lightning.rollout.policy import Policy, Sampling
 

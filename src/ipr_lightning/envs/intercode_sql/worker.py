@@ -69,7 +69,7 @@ class _Connection:
     """One read-only connection: query_only, no ATTACH, reads only, values capped."""
 
     def __init__(self, path: str, max_bytes: int) -> None:
-        from ipr_lightning.envs.sql_dump import connect_sqlite
+        from ipr_lightning.envs.intercode_sql.dump import connect_sqlite
 
         self.conn = connect_sqlite(f"file:{path}?mode=ro", uri=True)
         self.conn.execute("PRAGMA query_only = ON")
@@ -157,7 +157,12 @@ class SqliteWorker:
 
     def _start(self) -> subprocess.Popen:
         if self._proc is None or self._proc.poll() is not None:
-            cmd = [sys.executable, "-m", "ipr_lightning.envs.sql_worker", str(self.memory_bytes)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "ipr_lightning.envs.intercode_sql.worker",
+                str(self.memory_bytes),
+            ]
             self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         return self._proc
 

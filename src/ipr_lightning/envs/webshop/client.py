@@ -30,7 +30,7 @@ from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 from urllib.request import Request, urlopen
 
 from ipr_lightning.envs.base import TextEnv
-from ipr_lightning.envs.webshop import SCORE_LABEL, SEP, WebShopEnv, parse_action
+from ipr_lightning.envs.webshop.env import SCORE_LABEL, SEP, WebShopEnv, parse_action
 
 DONE_TITLE = "Thank you for shopping with us!"
 CURRENT_QUERY = "Current Query:"
@@ -199,7 +199,7 @@ class WebShopServerEnv(TextEnv):
         if page.search_form is None or not page.instruction:
             raise ValueError(
                 f"{page.url} does not look like a WebShop server page (no search box or no "
-                "#instruction-text); check env.webshop.server_url"
+                "#instruction-text); check env.options.server_url"
             )
         return page
 
@@ -253,4 +253,4 @@ class WebShopServerEnv(TextEnv):
 
     def _failed(self, method: str, url: str, why: str) -> str:
         page = f"{method} {unquote(urlsplit(url).path)}"
-        return f"WebShop server {self.base_url}: {page} failed: {why} (env.webshop.server_url)"
+        return f"WebShop server {self.base_url}: {page} failed: {why} (env.options.server_url)"

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ipr_lightning.envs.sql_reward import Row, canonical_row
-from ipr_lightning.envs.sql_worker import SqliteWorker, fetch_capped
+from ipr_lightning.envs.intercode_sql.reward import Row, canonical_row
+from ipr_lightning.envs.intercode_sql.worker import SqliteWorker, fetch_capped
 
 _SESSION_IDS = itertools.count()
 
@@ -68,7 +68,7 @@ class QueryResult:
             object.__setattr__(self, "raw", self.rows)
 
     def scored_rows(self, mode: str) -> list[Row] | None:
-        """The rows the reward compares under `env.sql.reward` = `mode`."""
+        """The rows the reward compares under `env.options.reward` = `mode`."""
         return self.raw if mode == "intercode" else self.rows
 
 

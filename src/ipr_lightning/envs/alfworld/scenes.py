@@ -325,7 +325,7 @@ def sample_game(
             "object_sliced": False,
         },
         "scene": {"scene_num": layout.scene, "room_type": layout.room},
-        "generator": "ipr_lightning.envs.alfworld_games (not an official ALFWorld game)",
+        "generator": "ipr_lightning.envs.alfworld.games (not an official ALFWorld game)",
     }
     domain = (files("alfworld") / "data" / "alfred.pddl").read_text()
     game = {

@@ -1,12 +1,13 @@
-"""`build_intercode_sql(cfg.env, split)`: the InterCode-SQL `EnvHandle` (see `envs/build.py`).
+"""`build_intercode_sql(cfg.env, split)`: the InterCode-SQL `EnvHandle` (registered in
+`__init__.py`, options `SqlOptions` under `env.options`).
 
-Backend (`env.sql.backend`): `sqlite` converts the dump (`env.sql.dump`, default the one in
+Backend (`env.options.backend`): `sqlite` converts the dump (`env.options.dump`, default the one in
 intercode-bench) once into `~/.cache/ipr_lightning/intercode_sql/` (XDG_CACHE_HOME honoured);
 `mysql` connects to a server: the one `ipr-data sql server start --dir D` runs when
-`env.sql.server_dir=D`, else `env.sql.host/port/user` with the password from the variable
-named by `env.sql.password_env`.
+`env.options.server_dir=D`, else `env.options.host/port/user` with the password from the variable
+named by `env.options.password_env`.
 
-Splits: `train` / `test` (`env.sql.test_size` questions, paper 200) / `all`.
+Splits: `train` / `test` (`env.options.test_size` questions, paper 200) / `all`.
 """
 
 from __future__ import annotations
@@ -15,20 +16,19 @@ import logging
 import os
 from pathlib import Path
 
-from ipr_lightning.config import ConfigError, EnvConfig, SqlConfig
+from ipr_lightning.config import ConfigError, EnvConfig
 from ipr_lightning.data.records import Trajectory, Turn
-from ipr_lightning.envs.base import env_cache_dir
-from ipr_lightning.envs.build import EnvHandle, example_turns
-from ipr_lightning.envs.intercode_sql import SQL_ACTION_END, IntercodeSqlEnv, SqlBackend, SqlTask
-from ipr_lightning.envs.sql_backends import (
+from ipr_lightning.envs.base import EnvHandle, env_cache_dir, example_turns
+from ipr_lightning.envs.intercode_sql import SqlOptions
+from ipr_lightning.envs.intercode_sql.backends import (
     MySQLBackend,
     QueryResult,
     ServerAddress,
     SqliteBackend,
     SqlLimits,
 )
-from ipr_lightning.envs.sql_tasks import (
-    SPLITS,
+from ipr_lightning.envs.intercode_sql.env import IntercodeSqlEnv, SqlBackend, SqlTask
+from ipr_lightning.envs.intercode_sql.tasks import (
     expert_trajectory,
     load_tasks,
     shipped_tasks,
@@ -39,26 +39,26 @@ EMBEDDED_TASKS = "embedded:intercode"
 log = logging.getLogger("ipr_lightning")
 
 
-def sql_backend(cfg: SqlConfig) -> SqlBackend:
+def sql_backend(cfg: SqlOptions) -> SqlBackend:
     """The configured database backend (converting the dump for SQLite on first use)."""
-    from ipr_lightning.envs.sql_dump import default_dump_path, sqlite_databases
+    from ipr_lightning.envs.intercode_sql.dump import default_dump_path, sqlite_databases
 
     limits = SqlLimits(cfg.timeout_s, cfg.max_result_rows, cfg.max_result_bytes)
     if cfg.backend == "sqlite":
         try:
             dump = Path(cfg.dump).expanduser() if cfg.dump else default_dump_path()
             if not dump.is_file():
-                raise FileNotFoundError(f"env.sql.dump: no such file {dump}")
+                raise FileNotFoundError(f"env.options.dump: no such file {dump}")
             return SqliteBackend(sqlite_databases(dump, env_cache_dir("intercode_sql")), limits)
         except (FileNotFoundError, ValueError) as exc:
             raise ConfigError(str(exc)) from None
     if cfg.server_dir:
-        from ipr_lightning.envs.sql_server import server_info
+        from ipr_lightning.envs.intercode_sql.server import server_info
 
         info = server_info(Path(cfg.server_dir).expanduser())
         if info is None:
             raise ConfigError(
-                f"env.sql.server_dir: no running server in {cfg.server_dir} "
+                f"env.options.server_dir: no running server in {cfg.server_dir} "
                 f"(start one: ipr-data sql server start --dir {cfg.server_dir})"
             )
         address = ServerAddress(info.host, info.port, info.user, info.password)
@@ -67,25 +67,25 @@ def sql_backend(cfg: SqlConfig) -> SqlBackend:
     return MySQLBackend(address, limits)
 
 
-def sql_tasks(cfg: SqlConfig) -> list[SqlTask]:
+def sql_tasks(cfg: SqlOptions) -> list[SqlTask]:
     if not cfg.task_file:
         raise ConfigError(
-            "env.sql.task_file: set InterCode's task file, e.g. "
-            f"env.sql.task_file=/path/to/ic_spider_dev.json (or {EMBEDDED_TASKS})"
+            "env.options.task_file: set InterCode's task file, e.g. "
+            f"env.options.task_file=/path/to/ic_spider_dev.json (or {EMBEDDED_TASKS})"
         )
     try:
         if cfg.task_file == EMBEDDED_TASKS:
             return shipped_tasks()
         return load_tasks(cfg.task_file)
     except (FileNotFoundError, ValueError) as exc:
-        raise ConfigError(f"env.sql.task_file: {exc}") from None
+        raise ConfigError(f"env.options.task_file: {exc}") from None
 
 
 def check_databases(tasks: list[SqlTask], backend: SqlBackend, task_file: str) -> None:
     try:
         known = {name.lower() for name in backend.databases()}  # case-insensitive names
     except Exception as exc:  # noqa: BLE001 - any driver error: one line naming the server
-        raise ConfigError(f"env.sql: cannot list the {backend.name} databases: {exc}") from None
+        raise ConfigError(f"env.options: cannot list the {backend.name} databases: {exc}") from None
     missing = sorted({t.db for t in tasks if t.db.lower() not in known})
     if missing:
         raise ConfigError(
@@ -95,9 +95,7 @@ def check_databases(tasks: list[SqlTask], backend: SqlBackend, task_file: str) -
 
 
 def build_intercode_sql(cfg: EnvConfig, split: str) -> EnvHandle:
-    if split not in SPLITS:
-        raise ConfigError(f"unknown InterCode-SQL split {split!r}; expected one of {SPLITS}")
-    sql = cfg.sql
+    sql: SqlOptions = cfg.options
     all_tasks = sql_tasks(sql)
     backend = sql_backend(sql)  # a missing dump or server first: it is the bigger gap
     try:
@@ -110,7 +108,7 @@ def build_intercode_sql(cfg: EnvConfig, split: str) -> EnvHandle:
                 "test_size=200 needs the full InterCode-SQL task file, see "
                 "configs/intercode_sql_embedded.yaml for the sample's settings)"
             )
-        raise ConfigError(f"env.sql.test_size: {exc}{hint}") from None
+        raise ConfigError(f"env.options.test_size: {exc}{hint}") from None
     tasks = splits[split]
     check_databases(all_tasks, backend, sql.task_file)
     by_id = {t.id: t for t in tasks}
@@ -146,7 +144,6 @@ def build_intercode_sql(cfg: EnvConfig, split: str) -> EnvHandle:
         list(by_id),
         expert,
         lambda task_id: example,
-        action_end=SQL_ACTION_END,
         group_of=lambda task_id: by_id[task_id].hardness,
     )
 

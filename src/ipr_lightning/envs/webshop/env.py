@@ -31,8 +31,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ipr_lightning.envs.base import TextEnv
-from ipr_lightning.envs.webshop_reward import webshop_reward
-from ipr_lightning.envs.webshop_shop import PAGE_SIZE, Goal, Product, Shop
+from ipr_lightning.envs.webshop.reward import webshop_reward
+from ipr_lightning.envs.webshop.shop import PAGE_SIZE, Goal, Product, Shop
 
 # The paper's (IPR's, from ETO) WebShop instruction, word for word.
 INSTRUCTION = (

@@ -7,7 +7,7 @@ environment is Gymnasium-shaped (`reset(*, seed, options) -> (obs, info)`,
 
 Regenerate the shipped demo file (it must not drift; a test compares):
 
-    python -m ipr_lightning.envs.toy src/ipr_lightning/resources/demo_trajectories.json
+    python -m ipr_lightning.envs.toy.env src/ipr_lightning/resources/demo_trajectories.json
 """
 
 from __future__ import annotations
@@ -15,10 +15,14 @@ from __future__ import annotations
 import random
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ipr_lightning.data.records import Trajectory, Turn
-from ipr_lightning.envs.base import TextEnv, record_episode
+from ipr_lightning.envs.base import EnvHandle, TextEnv, example_turns, record_episode
+
+if TYPE_CHECKING:
+    from ipr_lightning.config import EnvConfig
+    from ipr_lightning.envs.toy import ToyOptions
 
 RECEPTACLES = (
     "cabinet 1",
@@ -202,6 +206,30 @@ def expert_trajectory(env: ToyEnv, task: ToyTask, example: list[Turn] | None = N
         return None if step is None else f"Thought: {step[0]}\nAction: {step[1]}"
 
     return record_episode(env, task.id, next_output, example, {"env": "toy"})
+
+
+SPLIT_SEEDS = {"train": 0, "valid_seen": 1, "valid_unseen": 2}
+
+
+def build_toy(cfg: EnvConfig, split: str) -> EnvHandle:
+    """The toy env's handle for one split (registered in `envs/toy/__init__.py`)."""
+    opts: ToyOptions = cfg.options
+    n = {"train": opts.n_train, "valid_seen": opts.n_valid_seen}.get(split, opts.n_valid_unseen)
+    tasks = {t.id: t for t in (make_task(i, SPLIT_SEEDS[split]) for i in range(n))}
+
+    def make_env() -> ToyEnv:
+        return ToyEnv(tasks, cfg.max_turns)
+
+    example: list[Turn] | None = None
+    if cfg.in_context_example:  # always a train task: never leak an evaluation task
+        train_task = make_task(0, SPLIT_SEEDS["train"])
+        example = example_turns(expert_trajectory(ToyEnv({train_task.id: train_task}), train_task))
+
+    def expert() -> list[Trajectory]:
+        env = make_env()
+        return [expert_trajectory(env, task, example) for task in tasks.values()]
+
+    return EnvHandle("toy", split, make_env, list(tasks), expert, lambda task_id: example)
 
 
 def demo_trajectories(n: int = 64, seed: int = 0) -> list[Trajectory]:

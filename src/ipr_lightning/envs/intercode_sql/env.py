@@ -12,7 +12,7 @@ them (`[(1, 'PP'), (4, 'BK')]`), summarised beyond `observation_rows` rows or
 `observation_chars` characters (the full rows still score), or the database's error text.
 `Action: submit` ends the episode with InterCode's reward of the last query's rows against
 the gold query's (`sql_reward.intercode_reward`), rows compared as `reward_mode` says
-(`env.sql.reward`: `intercode`, the driver's raw values as InterCode compares them, or
+(`env.options.reward`: `intercode`, the driver's raw values as InterCode compares them, or
 `canonical`); observations show canonical values in either mode. Reaching `max_turns`
 without submitting is truncated with reward 0, as in the paper.
 
@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ipr_lightning.envs.base import ParsedOutput, TextEnv
-from ipr_lightning.envs.sql_backends import QueryResult, Session
-from ipr_lightning.envs.sql_reward import Row, intercode_reward
+from ipr_lightning.envs.intercode_sql import SQL_ACTION_END  # noqa: F401 - re-exported
+from ipr_lightning.envs.intercode_sql.backends import QueryResult, Session
+from ipr_lightning.envs.intercode_sql.reward import Row, intercode_reward
 
 # The paper's (IPR's) InterCode-SQL instruction, word for word (typos included).
 INSTRUCTION = (
@@ -52,10 +53,6 @@ INVALID_OBSERVATION = (
     "Your action was not understood. To run a query, answer with\nAction: \n```sql\n"
     "<one MySQL statement>\n```\nand to hand in the result of your last query, with\n"
     "Action: submit"
-)
-# A complete action: `Action: submit` and its line end, or a closed code block.
-SQL_ACTION_END = re.compile(
-    r"^[ \t]*Action[ \t]*:\s*(?:submit\b[^\n]*\n|`{3}[\s\S]*?`{3})", re.MULTILINE | re.IGNORECASE
 )
 _CODE_BLOCK = re.compile(r"`{3}[ \t]*(?:my)?(?:sql)?[ \t]*\n?([\s\S]*?)`{3}", re.IGNORECASE)
 _SUBMIT = re.compile(r"submit\W*$", re.IGNORECASE)

@@ -1,11 +1,12 @@
-"""`build_webshop(cfg.env, split)`: the WebShop-style `EnvHandle` (see `envs/build.py`).
+"""`build_webshop(cfg.env, split)`: the WebShop-style `EnvHandle` (registered in
+`__init__.py`, options `WebShopOptions` under `env.options`).
 
 Goals are numbered as WebShop numbers its sessions: `fixed_0`, `fixed_1`, ... The test split
-is goals 0 .. n_test-1, the train split n_train goals from `env.webshop.train_start`.
+is goals 0 .. n_test-1, the train split n_train goals from `env.options.train_start`.
 
-- Embedded (default): a catalogue of `env.webshop.n_products` products and its goals are
-  generated from `env.webshop.seed` (`webshop_catalog`), once per process.
-- `env.webshop.server_url`: episodes run on a WebShop server through its pages
+- Embedded (default): a catalogue of `env.options.n_products` products and its goals are
+  generated from `env.options.seed` (`webshop_catalog`), once per process.
+- `env.options.server_url`: episodes run on a WebShop server through its pages
   (`webshop_client`); the expert plays there too.
 
 Expert trajectories come from the scripted `ExpertShopper`; like WebShop's human
@@ -19,17 +20,16 @@ import logging
 import random
 from functools import lru_cache
 
-from ipr_lightning.config import ConfigError, EnvConfig, WebShopConfig
+from ipr_lightning.config import ConfigError, EnvConfig
 from ipr_lightning.data.records import Trajectory, Turn
-from ipr_lightning.envs.base import TextEnv
-from ipr_lightning.envs.build import EnvHandle, example_turns
-from ipr_lightning.envs.webshop_shop import Goal, Shop
+from ipr_lightning.envs.base import EnvHandle, TextEnv, example_turns
+from ipr_lightning.envs.webshop import SPLITS, WebShopOptions
+from ipr_lightning.envs.webshop.shop import Goal, Shop
 
-SPLITS = ("train", "test")
 log = logging.getLogger("ipr_lightning")
 
 
-def goal_ids(cfg: WebShopConfig, split: str) -> list[str]:
+def goal_ids(cfg: WebShopOptions, split: str) -> list[str]:
     if split not in SPLITS:
         raise ConfigError(f"unknown WebShop split {split!r}; expected one of {SPLITS}")
     if split == "test":
@@ -37,7 +37,7 @@ def goal_ids(cfg: WebShopConfig, split: str) -> list[str]:
     start = cfg.first_train_goal()
     if start < cfg.n_test:
         raise ConfigError(
-            f"env.webshop.train_start={start} overlaps the {cfg.n_test} test goals (0..)"
+            f"env.options.train_start={start} overlaps the {cfg.n_test} test goals (0..)"
         )
     return [f"fixed_{i}" for i in range(start, start + cfg.n_train)]
 
@@ -45,23 +45,23 @@ def goal_ids(cfg: WebShopConfig, split: str) -> list[str]:
 @lru_cache(maxsize=2)
 def embedded_shop(n_products: int, n_goals: int, seed: int) -> tuple[Shop, dict[str, Goal]]:
     """The generated catalogue and goals (`fixed_i` -> goal i), cached per process."""
-    from ipr_lightning.envs.webshop_catalog import generate_catalog
+    from ipr_lightning.envs.webshop.catalog import generate_catalog
 
     try:
         products, goals = generate_catalog(n_products, n_goals, seed)
     except ValueError as exc:
-        raise ConfigError(f"env.webshop: {exc}") from None
+        raise ConfigError(f"env.options: {exc}") from None
     return Shop(products), {f"fixed_{i}": g for i, g in enumerate(goals)}
 
 
 def build_webshop(cfg: EnvConfig, split: str) -> EnvHandle:
-    from ipr_lightning.envs.webshop_agents import ExpertShopper, play, shopper_seed
+    from ipr_lightning.envs.webshop.agents import ExpertShopper, play, shopper_seed
 
-    ws = cfg.webshop
+    ws: WebShopOptions = cfg.options
     ids = goal_ids(ws, split)
     group_of = None
     if ws.server_url:
-        from ipr_lightning.envs.webshop_client import WebShopServerEnv
+        from ipr_lightning.envs.webshop.client import WebShopServerEnv
 
         def make_env() -> TextEnv:
             return WebShopServerEnv(ws.server_url, ids, cfg.max_turns, ws.timeout_s)
@@ -76,13 +76,13 @@ def build_webshop(cfg: EnvConfig, split: str) -> EnvHandle:
             return WebShopServerEnv(ws.server_url, first_train, cfg.max_turns, ws.timeout_s)
 
     else:
-        from ipr_lightning.envs.webshop import WebShopEnv
+        from ipr_lightning.envs.webshop.env import WebShopEnv
 
         n_goals = max(ws.n_test, ws.first_train_goal() + ws.n_train)
         if n_goals > ws.n_products:
             raise ConfigError(
-                f"env.webshop: goals fixed_0..fixed_{n_goals - 1} need {n_goals} target "
-                f"products, but env.webshop.n_products is {ws.n_products}"
+                f"env.options: goals fixed_0..fixed_{n_goals - 1} need {n_goals} target "
+                f"products, but env.options.n_products is {ws.n_products}"
             )
         shop, goals = embedded_shop(ws.n_products, n_goals, ws.seed)
         split_goals = {i: goals[i] for i in ids}
@@ -114,7 +114,7 @@ def expert_data(env: TextEnv, ids: list[str], example: list[Turn] | None) -> lis
     """The expert shopper's trajectories of the goals; reward-0 ones are left out."""
     from tqdm.auto import tqdm
 
-    from ipr_lightning.envs.webshop_agents import ExpertShopper, play, shopper_seed
+    from ipr_lightning.envs.webshop.agents import ExpertShopper, play, shopper_seed
 
     played = [
         play(env, task_id, ExpertShopper(random.Random(shopper_seed(task_id))), example)

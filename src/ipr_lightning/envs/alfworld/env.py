@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ipr_lightning.data.records import Trajectory, Turn
-from ipr_lightning.envs.alfworld_engine import (
+from ipr_lightning.envs.alfworld.engine import (
     SPLITS,
     TASK_TYPES,
     ExpertTracker,
@@ -33,8 +33,7 @@ from ipr_lightning.envs.alfworld_engine import (
     split_dir,
     task_type_of,
 )
-from ipr_lightning.envs.base import TextEnv, record_episode
-from ipr_lightning.envs.build import example_turns
+from ipr_lightning.envs.base import TextEnv, example_turns, record_episode
 
 # The method's ALFWorld instruction, verbatim (typos included) from ETO's
 # eval_agent/prompt/instructions/alfworld_inst.txt (Yifan-Song793/ETO, commit a2fc5da, the

@@ -12,7 +12,7 @@ IoU is kept unrounded) when there is only one shared row or no order can be told
 results empty -> 1. An error instead of rows -> 0. A reversed order can make the reward
 negative: that is InterCode's formula, kept as it is.
 
-What is compared (`mode`, `env.sql.reward`):
+What is compared (`mode`, `env.options.reward`):
 - `intercode` (default): exactly InterCode's `str(row)` of each row as the driver's
   `fetchall()` returns it, and tau ranks those strings (lexicographic order). So
   `(Decimal('1.5000'),)` and `(Decimal('1.50'),)` are different rows, and

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-from ipr_lightning.envs.webshop_shop import CATEGORY_SEP, Goal, Product
+from ipr_lightning.envs.webshop.shop import CATEGORY_SEP, Goal, Product
 
 FUZZY_MATCH = 85
 """token_set_ratio above this counts as a match (WebShop's threshold)."""

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from ipr_lightning.data.records import Trajectory, Turn
 from ipr_lightning.envs.base import record_episode
-from ipr_lightning.envs.intercode_sql import IntercodeSqlEnv, SqlTask
-from ipr_lightning.envs.sql_dump import intercode_asset
+from ipr_lightning.envs.intercode_sql.dump import intercode_asset
+from ipr_lightning.envs.intercode_sql.env import IntercodeSqlEnv, SqlTask
 
 SHIPPED_QUESTIONS = "intercode/assets/datasets/sql_queries.csv"
 SPLITS = ("train", "test", "all")

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ipr_lightning.data.records import Trajectory, Turn
-from ipr_lightning.envs.base import record_episode
-from ipr_lightning.envs.webshop import BUY_NOW, NEXT_PAGE, PREV_PAGE, TextEnv
-from ipr_lightning.envs.webshop_shop import Goal, tokenize
+from ipr_lightning.envs.base import OPENING_TURNS, record_episode
+from ipr_lightning.envs.webshop.env import BUY_NOW, NEXT_PAGE, PREV_PAGE, TextEnv
+from ipr_lightning.envs.webshop.shop import Goal, tokenize
 
 ASIN_RE = re.compile(r"^B[0-9A-Z]{9}$")
 BACK_TO_RESULTS = "< Back to Results"
@@ -328,7 +328,9 @@ def shopper_stats(make_env: Callable[[], TextEnv], ids: list[str], oracle: bool 
     lines = []
     for name, make in shoppers.items():
         runs = [play(env, i, make(i)) for i in tqdm(ids, desc=name, leave=False)]
-        steps = sum(sum(t.role == "assistant" for t in r.turns[2:]) for r in runs) / len(runs)
+        steps = sum(t.role == "assistant" for r in runs for t in r.turns[OPENING_TURNS:]) / len(
+            runs
+        )
         lines.append(f"{name:7} {reward_spread([r.reward for r in runs])} | {steps:.1f} steps")
     env.close()
     return "\n".join(lines)

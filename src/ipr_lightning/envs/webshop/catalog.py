@@ -21,8 +21,8 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ipr_lightning.envs import webshop_vocab as vocab
-from ipr_lightning.envs.webshop_shop import CATEGORY_SEP, Goal, Product, Review
+from ipr_lightning.envs.webshop import vocab
+from ipr_lightning.envs.webshop.shop import CATEGORY_SEP, Goal, Product, Review
 
 PRICE_RANGE = tuple(10.0 * i for i in range(1, 100))
 """Budget steps a goal's `price_upper` is drawn from (WebShop's rule)."""

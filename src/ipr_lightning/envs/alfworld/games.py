@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ipr_lightning.envs.alfworld_engine import SPLITS, TASK_TYPES
-from ipr_lightning.envs.alfworld_scenes import Layout, goal_room_types, make_layouts, sample_game
+from ipr_lightning.envs.alfworld.engine import SPLITS, TASK_TYPES
+from ipr_lightning.envs.alfworld.scenes import Layout, goal_room_types, make_layouts, sample_game
 from ipr_lightning.envs.base import env_cache_dir
 
 GENERATOR_VERSION = 1
@@ -154,7 +154,7 @@ def _check(path: Path, game_id: str, max_steps: int) -> list[str] | None:
     """The handcoded expert's winning commands in this game, or None (one engine per
     worker process, reused for every game)."""
     global _ENGINE
-    from ipr_lightning.envs.alfworld_engine import GameEngine, expert_wins
+    from ipr_lightning.envs.alfworld.engine import GameEngine, expert_wins
 
     if _ENGINE is None:
         _ENGINE = GameEngine(facts=True)
@@ -361,7 +361,7 @@ _TRAJ_ENV: Any = None
 
 def _trajectory(args: tuple[str, str, str, str, int, list | None]) -> Any:
     global _TRAJ_ENV
-    from ipr_lightning.envs.alfworld import AlfworldEnv, ExpertTooLong, expert_trajectory
+    from ipr_lightning.envs.alfworld.env import AlfworldEnv, ExpertTooLong, expert_trajectory
 
     data_root, split, game_id, style, max_turns, example = args
     key = (Path(data_root), split, max_turns)
@@ -389,8 +389,8 @@ def expert_trajectories(
     `alfworld.expert_trajectory`). `examples` maps task types to in-context example turns
     placed before each task. Games the expert cannot win within `max_turns` are left out,
     and the log says how many."""
-    from ipr_lightning.envs.alfworld import AlfworldEnv
-    from ipr_lightning.envs.alfworld_engine import task_type_of
+    from ipr_lightning.envs.alfworld.engine import task_type_of
+    from ipr_lightning.envs.alfworld.env import AlfworldEnv
 
     ids = list(game_ids) if game_ids is not None else AlfworldEnv(data_root, split).task_ids()
     ids = ids[:limit]
