@@ -33,17 +33,14 @@ import json
 import logging
 import math
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from ipr_lightning.callbacks.last_checkpoint import save_last
-from torch.utils.data import DataLoader
 
 from ipr_lightning.config import RunConfig
-from ipr_lightning.data.datasets import PairCollator, PairDataset
+from ipr_lightning.data.datasets import PairDataset
 from ipr_lightning.data.io import read_pairs, write_pairs
 from ipr_lightning.data.records import PreferencePair
 from ipr_lightning.envs.base import EnvHandle
@@ -51,6 +48,7 @@ from ipr_lightning.ipr.experts import ExpertTask
 from ipr_lightning.ipr.explore import Exploration, ExploreSettings
 from ipr_lightning.ipr.pairs import PairRules
 from ipr_lightning.ipr.store import RolloutStore
+from ipr_lightning.lightning.reference import reference_logps, with_reference
 from ipr_lightning.models import POLICY, resolve_model_path, save_adapter
 from ipr_lightning.rollout.evaluate import evaluate
 from ipr_lightning.rollout.policy import HFPolicy, Policy, Sampling
@@ -363,25 +361,11 @@ class IPRLoop(L.Callback):
         """Token-summed reference log-probs of both sides of every served pair, computed now
         with the training forward (same rendering, truncation and precision); set on the
         pairs and on `data`'s rows."""
-        loader = DataLoader(
+        values = reference_logps(
+            module,
             data,
-            batch_size=self.cfg.data.batch_size,
-            collate_fn=PairCollator(self.tokenizer.pad_token_id),
-        )
-        chosen, rejected = [], []
-        with (
-            torch.no_grad(),
-            module.reference() as model,
+            self.cfg.data.batch_size,
+            trainer.datamodule.pair_collator(),
             trainer.precision_plugin.forward_context(),
-        ):
-            for batch in loader:
-                batch = {k: v.to(module.device) for k, v in batch.items()}
-                logps, _ = module.sequence_logps(batch, model)
-                c, r = logps.float().chunk(2)
-                chosen += c.tolist()
-                rejected += r.tolist()
-        out = list(pairs)
-        for row, i, c, r in zip(data.rows, data.sources, chosen, rejected, strict=True):
-            out[i] = replace(out[i], ref_chosen_logp=c, ref_rejected_logp=r)
-            row.ref_chosen_logp, row.ref_rejected_logp = c, r
-        return out
+        )
+        return with_reference(pairs, data, values)

@@ -45,14 +45,28 @@ from ipr_lightning.config import (
     load_config,
     save_config,
 )
-from ipr_lightning.data.io import DataFileError, read_trajectories, write_trajectories
-from ipr_lightning.data.records import Trajectory
+from ipr_lightning.data.datasets import PairDataset
+from ipr_lightning.data.io import (
+    DataFileError,
+    read_pairs,
+    read_trajectories,
+    write_pairs,
+    write_trajectories,
+)
+from ipr_lightning.data.records import PreferencePair, Trajectory
 from ipr_lightning.data.render import TemplateError, ensure_chat_template
 from ipr_lightning.envs import build_env
 from ipr_lightning.ipr.experts import align_experts, expert_tasks
 from ipr_lightning.lightning.datamodule import IPRDataModule
-from ipr_lightning.lightning.module import IPRModule, NonFiniteTraining
-from ipr_lightning.models import SCRATCH, build_scratch_model, load_tokenizer
+from ipr_lightning.lightning.module import IPRModule, NonFiniteTraining, shared_prefix_supported
+from ipr_lightning.lightning.reference import reference_logps, with_reference
+from ipr_lightning.models import (
+    REFERENCE,
+    SCRATCH,
+    build_scratch_model,
+    init_adapter_path,
+    load_tokenizer,
+)
 from ipr_lightning.precision import describe_machine, resolve_dtype, resolve_precision
 from ipr_lightning.stopping import StopRequested
 
@@ -387,7 +401,11 @@ def _fit(cfg: RunConfig, resume: bool, evaluate_sft: bool = False) -> dict:
     record_config_changes(Path(cfg.output_dir), changes)
     save_config(cfg, Path(cfg.output_dir) / "config.yaml")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = IPRDataModule(cfg.data, cfg.seed)
+    if cfg.model.init_adapter:
+        init_adapter_path(cfg.model)  # a wrong folder: before any model work
+    data = IPRDataModule(cfg.data, cfg.seed, shared_prefix=packs_pairs(cfg))
+    if cfg.data.pairs_file:
+        return _fit_pairs(cfg, data, ckpt)
     if cfg.data.train_file == ENV_EXPERT:
         data.use_trajectories(env_expert_trajectories(cfg))
     data.read()  # validate the data before any (slow) model work
@@ -416,6 +434,74 @@ def _fit(cfg: RunConfig, resume: bool, evaluate_sft: bool = False) -> dict:
         val_before = trainer.validate(module, datamodule=data, verbose=False)[0].get("val/loss")
     trainer.fit(module, datamodule=data, ckpt_path=ckpt)
     return summarise(cfg, trainer, time.perf_counter() - start, val_before)
+
+
+def packs_pairs(cfg: RunConfig) -> bool:
+    """Whether preference pairs are packed with their prompt once (`loss.shared_prefix`)."""
+    return cfg.loss.shared_prefix == "auto" and shared_prefix_supported(cfg.model)
+
+
+def pairs_module(cfg: RunConfig) -> IPRModule:
+    """The module of a pairs-file run, its model loaded: it trains the preference objective
+    from the start; its DPO reference is the starting policy (`model.init_adapter`, kept as
+    a frozen copy) or, without one, the base model (adapters off)."""
+    t = cfg.trainer
+    reference = REFERENCE if cfg.model.init_adapter else None
+    module = IPRModule(cfg.model, cfg.optim, cfg.loss, reference, t.max_epochs, t.max_steps)
+    module.configure_model()
+    module.phase = "preference"
+    if reference is not None:
+        module.freeze_policy(reference)
+    return module
+
+
+def pairs_with_reference(
+    cfg: RunConfig,
+    module: IPRModule,
+    data: IPRDataModule,
+    pairs: list[PreferencePair],
+    out: Path,
+    precision: Any = None,
+    compute: bool | None = None,
+) -> PairDataset:
+    """Compute the reference log-probs of `pairs` when some lack them (`compute`, default
+    `ipr.precompute_reference`; True: recompute all), write the pairs to `out` (atomically)
+    and return them rendered."""
+    rendered = PairDataset(pairs, data.tokenizer, cfg.data.max_length)
+    missing = any(r.ref_chosen_logp is None or r.ref_rejected_logp is None for r in rendered.rows)
+    if compute or (compute is None and missing and cfg.ipr.precompute_reference):
+        log.info("reference log-probs of %d pairs", len(rendered.rows))
+        values = reference_logps(
+            module,
+            rendered,
+            cfg.data.batch_size,
+            data.pair_collator(),
+            precision,
+            progress=cfg.trainer.enable_progress_bar,
+        )
+        pairs = with_reference(pairs, rendered, values)
+    write_pairs(out, pairs)
+    return rendered
+
+
+def _fit_pairs(cfg: RunConfig, data: IPRDataModule, ckpt: str | None) -> dict:
+    """`data.pairs_file`: preference training on a pairs file alone (no SFT, no env)."""
+    out = Path(cfg.output_dir) / "pairs.json"
+    prepared = out.is_file()  # a resumed run: the pairs as prepared the first time
+    pairs = read_pairs(out if prepared else cfg.data.pairs_file)  # bad data: before the model
+    data.connect(ensure_chat_template(load_tokenizer(cfg.model)))
+    trainer = build_trainer(cfg)
+    module = pairs_module(cfg)
+    if prepared:
+        data.use_pairs(out)
+    else:
+        forward = trainer.precision_plugin.forward_context()
+        data.use_pairs(out, pairs_with_reference(cfg, module, data, pairs, out, forward))
+    if not data.has_pairs:
+        raise ConfigError(f"data.pairs_file {cfg.data.pairs_file}: no pair has a trained token")
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt)
+    return summarise(cfg, trainer, time.perf_counter() - start, None)
 
 
 STORAGE_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)

@@ -111,6 +111,9 @@ class ModelConfig:
     """Recompute activations in the backward pass to save memory."""
     trust_remote_code: bool = False
     """Allow model code from the hub (off by default)."""
+    init_adapter: str | None = None
+    """A saved LoRA adapter folder (e.g. an SFT run's `adapter/`) that the trained adapter
+    starts from (its own r/alpha/targets are used); unset: a fresh adapter."""
     attn_implementation: str | None = None
     """Attention kernel passed to transformers (`sdpa`, `eager`, `flash_attention_2`); unset:
     transformers' default (sdpa). On CPU with agent-length prompts sdpa is the faster one
@@ -137,6 +140,8 @@ class ModelConfig:
             )
         if self.quantization == "nf4" and not self.lora.enabled:
             raise ConfigError("model.quantization=nf4 needs model.lora.enabled=true (QLoRA)")
+        if self.init_adapter and not self.lora.enabled:
+            raise ConfigError("model.init_adapter is a LoRA adapter: it needs model.lora.enabled")
 
 
 @dataclass
@@ -157,6 +162,15 @@ class DataConfig:
     way the order is a function of the seed and the epoch (a resumed run gets the same)."""
     num_workers: int = 0
     """DataLoader worker processes."""
+    shuffle: bool = True
+    """false: train in the data's own order (the file's, for `pairs_file`): no shuffling and
+    no length grouping."""
+    pairs_file: str | None = None
+    """Preference pairs (the pairs JSON of the README's "Data formats"): `ipr-fit` then trains
+    only the preference objective on them -- no SFT, no environment, no exploration -- for
+    `trainer.max_epochs` epochs at `optim.lr`. The DPO reference is the starting policy:
+    `model.init_adapter` when set, else the base model. Reference log-probs are computed once
+    first (`ipr.precompute_reference`) unless the file has them."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
@@ -206,6 +220,10 @@ class LossConfig:
     outcome pairs (`outcome_chosen`, the paper)."""
     nll_reduction: str = "sum"
     """NLL per pair as the token sum of -log p (`sum`, the spec) or the token mean (`mean`)."""
+    shared_prefix: str = "auto"
+    """Pairs as one packed row each: the shared prompt once, both continuations attending to
+    it (`auto`: on, except with flash attention, which takes no custom mask); `off`: a row
+    per side, the prompt twice. Same log-probs and gradients; less memory and time."""
 
     def __post_init__(self) -> None:
         if self.nll_on not in NLL_ON:
@@ -218,6 +236,10 @@ class LossConfig:
             raise ConfigError(
                 f"loss.label_smoothing must be in [0, 0.5), got {self.label_smoothing}"
             )
+        if str(self.shared_prefix).lower() in ("off", "false", "no"):
+            self.shared_prefix = "off"  # YAML 1.1 reads a bare `off` as false
+        if self.shared_prefix not in ("auto", "off"):
+            raise ConfigError(f"loss.shared_prefix must be auto or off, got {self.shared_prefix!r}")
         _positive("loss", self, "beta")
         _at_least("loss", self, 0, "w_sft", "w_outcome", "w_step")
 
@@ -490,6 +512,15 @@ class RunConfig:
     """The generation engine of evaluation, exploration and MC scoring."""
 
     def __post_init__(self) -> None:
+        if self.data.pairs_file and self.ipr.iterations > 0:
+            raise ConfigError(
+                "data.pairs_file trains on a pairs file alone: set ipr.iterations=0 (IPR "
+                "iterations build their own pairs)"
+            )
+        if self.data.pairs_file and self.model.name_or_path == "scratch":
+            raise ConfigError(
+                "data.pairs_file: a scratch model needs expert trajectories for its tokenizer"
+            )
         if self.rollout.backend == "vllm" and not self.model.lora.enabled:
             raise ConfigError(
                 "rollout.backend=vllm needs model.lora.enabled=true: vLLM swaps LoRA adapters "

@@ -10,6 +10,8 @@
     ipr-data webshop stats [--split test] [--limit N] [--products 5000 --seed 0]
                                 # expert / oracle / random rewards on the WebShop-style goals
     ipr-data webshop trajectories --split train --out FILE.json  # expert demonstrations
+    ipr-data pairs reference --config C --out FILE [key=value ...]
+                                # data.pairs_file with the DPO reference's log-probs set
     ipr-data check-env NAME [--config C] [--split S] [--file F] [key=value ...]
                                 # replay expert trajectories in the env; one line per mismatch
 
@@ -129,6 +131,16 @@ def add_sql_parser(tasks: Any) -> None:
 
 
 def add_webshop_parser(tasks: Any) -> None:
+    pairs = tasks.add_parser("pairs", help="preference pairs files")
+    cmds = pairs.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    ref = cmds.add_parser(
+        "reference",
+        help="compute the reference log-probs of data.pairs_file (the model of --config, "
+        "its model.init_adapter or the base model) and write the pairs with them",
+    )
+    ref.add_argument("--config", help="a run config (YAML); overrides follow")
+    ref.add_argument("--out", required=True, help="output pairs JSON")
+    ref.add_argument("overrides", nargs="*", help="config overrides, e.g. data.pairs_file=P")
     check = tasks.add_parser(
         "check-env",
         help="replay an env's expert trajectories step by step against the env (exit 1 on a "
@@ -373,6 +385,39 @@ def cmd_check_env(args: argparse.Namespace) -> None:
         raise CheckFailed
 
 
+def cmd_pairs_reference(args: argparse.Namespace) -> None:
+    import lightning as L
+
+    from ipr_lightning.cli import packs_pairs, pairs_module, pairs_with_reference
+    from ipr_lightning.config import load_config
+    from ipr_lightning.data.io import read_pairs
+    from ipr_lightning.data.render import ensure_chat_template
+    from ipr_lightning.lightning.datamodule import IPRDataModule
+    from ipr_lightning.models import load_tokenizer
+    from ipr_lightning.precision import resolve_precision
+
+    cfg = load_config(args.config, args.overrides)
+    if not cfg.data.pairs_file:
+        raise UserError("set data.pairs_file (in --config or as data.pairs_file=PATH)")
+    pairs = read_pairs(cfg.data.pairs_file)
+    data = IPRDataModule(cfg.data, cfg.seed, shared_prefix=packs_pairs(cfg))
+    data.connect(ensure_chat_template(load_tokenizer(cfg.model)))
+    t = cfg.trainer
+    trainer = L.Trainer(
+        accelerator=t.accelerator,
+        devices=1,
+        precision=resolve_precision(t.precision, t.accelerator),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
+    module = pairs_module(cfg).to(trainer.strategy.root_device)
+    forward = trainer.precision_plugin.forward_context()
+    out = Path(args.out)
+    rendered = pairs_with_reference(cfg, module, data, pairs, out, forward, compute=True)
+    print(f"wrote {out}: {len(rendered.rows)} pairs with reference log-probs")
+
+
 class CheckFailed(Exception):
     """check-env found mismatches (exit code 1; they are printed)."""
 
@@ -386,6 +431,7 @@ COMMANDS = {
     ("webshop", "stats"): cmd_webshop_stats,
     ("webshop", "trajectories"): cmd_webshop_trajectories,
     ("check-env", None): cmd_check_env,
+    ("pairs", "reference"): cmd_pairs_reference,
 }
 
 

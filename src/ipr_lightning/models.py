@@ -289,6 +289,16 @@ def build_lora_config(lora: LoraConfig) -> peft.LoraConfig:
     )
 
 
+def init_adapter_path(cfg: ModelConfig) -> Path:
+    """`model.init_adapter` as a folder holding a saved LoRA adapter (else `ConfigError`)."""
+    path = Path(cfg.init_adapter or "").expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise ConfigError(
+            f"model.init_adapter: {path} is not a saved LoRA adapter (no adapter_config.json)"
+        )
+    return path
+
+
 def load_model(cfg: ModelConfig) -> torch.nn.Module:
     """The model ready to train: full fine-tuning, LoRA (adapter `POLICY`) or QLoRA (nf4)."""
     kwargs: dict[str, object] = {"dtype": TORCH_DTYPES[resolve_dtype(cfg.dtype)]}
@@ -324,6 +334,9 @@ def load_model(cfg: ModelConfig) -> torch.nn.Module:
         model.config.use_cache = False  # a KV cache is useless while recomputing activations
     if not cfg.lora.enabled:
         model.requires_grad_(True)
+    elif cfg.init_adapter:
+        path = init_adapter_path(cfg)
+        model = peft.PeftModel.from_pretrained(model, path, adapter_name=POLICY, is_trainable=True)
     else:
         model = peft.get_peft_model(model, build_lora_config(cfg.lora), adapter_name=POLICY)
     keep_trainable_fp32(model)

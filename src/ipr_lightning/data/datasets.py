@@ -21,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 from ipr_lightning.config import ConfigError
 from ipr_lightning.data.records import PreferencePair, Trajectory
 from ipr_lightning.data.render import (
+    IGNORE_INDEX,
     FittedPair,
     Rendered,
     pad_batch,
@@ -102,6 +103,20 @@ class RenderedPair:
     is_step: bool
     ref_chosen_logp: float | None
     ref_rejected_logp: float | None
+
+    @property
+    def shared(self) -> int:
+        """Leading tokens both rows have in common, none of them trained: the prompt as the
+        two rows tokenised it (a token merged across the prompt's end is not shared)."""
+        n = 0
+        for a, b, la, lb in zip(
+            self.chosen.input_ids, self.rejected.input_ids, self.chosen.labels,
+            self.rejected.labels, strict=False,
+        ):  # fmt: skip
+            if a != b or la != IGNORE_INDEX or lb != IGNORE_INDEX:
+                break
+            n += 1
+        return n
 
 
 @dataclass
@@ -217,11 +232,81 @@ class PairCollator:
         batch: dict[str, Any] = pad_batch(
             [r.chosen for r in rows] + [r.rejected for r in rows], self.pad_id
         )
-        batch["is_step"] = torch.tensor([r.is_step for r in rows], dtype=torch.bool)
+        batch.update(self._pair_fields(rows))
+        return batch
+
+    @staticmethod
+    def _pair_fields(rows: list[RenderedPair]) -> dict[str, torch.Tensor]:
+        fields = {"is_step": torch.tensor([r.is_step for r in rows], dtype=torch.bool)}
         refs = [(r.ref_chosen_logp, r.ref_rejected_logp) for r in rows]
         if all(c is not None and rj is not None for c, rj in refs):
-            batch["ref_chosen_logps"] = torch.tensor([c for c, _ in refs], dtype=torch.float32)
-            batch["ref_rejected_logps"] = torch.tensor([rj for _, rj in refs], dtype=torch.float32)
+            fields["ref_chosen_logps"] = torch.tensor([c for c, _ in refs], dtype=torch.float32)
+            fields["ref_rejected_logps"] = torch.tensor([rj for _, rj in refs], dtype=torch.float32)
+        return fields
+
+
+class SharedPrefixCollator(PairCollator):
+    """Each pair as ONE packed row: the shared prompt once, then the chosen continuation, then
+    the rejected one, which attends to the prompt and to itself but not to the chosen tokens
+    (a block mask) and continues the prompt's positions. The prompt's activations are computed
+    and stored once per pair instead of twice, with gradients through them as in two rows.
+
+    Keys: input_ids, position_ids [B, T]; pair_mask [B, 1, T, T] bool (True: may attend);
+    targets [N], pred_rows [N] (flat index into [B, T] of the position predicting each
+    target), row_index [N] (0..B-1 chosen, B..2B-1 rejected) and counts [2B]; is_step and the
+    reference log-probs as `PairCollator`. Padding positions attend to themselves only.
+    """
+
+    def __call__(self, rows: list[RenderedPair]) -> dict[str, Any]:
+        packed, spans = [], []
+        for r in rows:
+            p = r.shared
+            if p < 1:
+                raise ValueError("a pair without a shared first token cannot be packed")
+            c_ids, r_ids = r.chosen.input_ids[p:], r.rejected.input_ids[p:]
+            packed.append((r.chosen.input_ids[:p], c_ids, r_ids))
+            spans.append((p, r.chosen.labels[p:], r.rejected.labels[p:]))
+        width = max(len(a) + len(b) + len(c) for a, b, c in packed)
+        n_pairs = len(rows)
+        ids = torch.full((n_pairs, width), self.pad_id, dtype=torch.long)
+        pos = torch.zeros((n_pairs, width), dtype=torch.long)
+        allowed = torch.zeros((n_pairs, 1, width, width), dtype=torch.bool)
+        targets, pred_rows, row_index = [], [], []
+        counts = [0] * (2 * n_pairs)
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        for b, ((prompt, chosen, rejected), (p, c_labels, r_labels)) in enumerate(
+            zip(packed, spans, strict=True)
+        ):
+            lc, lr = len(chosen), len(rejected)
+            end = p + lc + lr
+            ids[b, :end] = torch.tensor(prompt + chosen + rejected)
+            pos[b, :end] = torch.cat([torch.arange(p + lc), torch.arange(p, p + lr)])
+            allowed[b, 0, : p + lc, : p + lc] = causal[: p + lc, : p + lc]
+            allowed[b, 0, p + lc : end, :p] = True
+            allowed[b, 0, p + lc : end, p + lc : end] = causal[:lr, :lr]
+            pad = torch.arange(end, width)
+            allowed[b, 0, pad, pad] = True
+            for side, (start, labels) in enumerate(((p, c_labels), (p + lc, r_labels))):
+                for k, label in enumerate(labels):
+                    if label == IGNORE_INDEX:
+                        continue
+                    # token k of the continuation is predicted by the token before it: the
+                    # prompt's last token for k = 0 (both continuations), else its own k - 1
+                    before = p - 1 if k == 0 else start + k - 1
+                    targets.append(label)
+                    pred_rows.append(b * width + before)
+                    row_index.append(b + side * n_pairs)
+                    counts[b + side * n_pairs] += 1
+        batch = {
+            "input_ids": ids,
+            "position_ids": pos,
+            "pair_mask": allowed,
+            "targets": torch.tensor(targets, dtype=torch.long),
+            "pred_rows": torch.tensor(pred_rows, dtype=torch.long),
+            "row_index": torch.tensor(row_index, dtype=torch.long),
+            "counts": torch.tensor(counts, dtype=torch.long),
+        }
+        batch.update(self._pair_fields(rows))
         return batch
 
 
@@ -259,7 +344,7 @@ class SeededBatches(Sampler[list[int]]):
     mid-epoch can be served the rest of that very epoch: `skip` batches are left out of the
     next pass. Length-grouped when `lengths` are given, else plainly shuffled. `trained`
     counts the pass's batches the model was given (kept by the trainer's side, which knows
-    when a batch is used rather than prefetched)."""
+    when a batch is used rather than prefetched). `shuffle=False`: the data's order."""
 
     def __init__(
         self,
@@ -268,8 +353,9 @@ class SeededBatches(Sampler[list[int]]):
         seed: int,
         lengths: Sequence[int] | None = None,
         epoch_of: Callable[[], int] | None = None,
+        shuffle: bool = True,
     ) -> None:
-        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
         self.lengths = None if lengths is None else list(lengths)
         self.epoch_of = epoch_of
         """The trainer's current epoch: a pass serves that epoch's order however many times
@@ -280,6 +366,11 @@ class SeededBatches(Sampler[list[int]]):
         """The epoch whose batches the last pass served."""
 
     def batches(self, epoch: int) -> list[list[int]]:
+        if not self.shuffle:  # the data's own order, every epoch
+            return [
+                list(range(i, min(i + self.batch_size, self.n)))
+                for i in range(0, self.n, self.batch_size)
+            ]
         rng = random.Random(f"{self.seed}/{epoch}")
         if self.lengths is None:
             return shuffled_batches(self.n, self.batch_size, rng)

@@ -27,6 +27,7 @@ from ipr_lightning.data.datasets import (
     SeededBatches,
     SFTCollator,
     SFTDataset,
+    SharedPrefixCollator,
     row_length,
 )
 from ipr_lightning.data.io import read_pairs, read_trajectories
@@ -72,9 +73,10 @@ class EpochLoader(DataLoader):
 
 
 class IPRDataModule(L.LightningDataModule):
-    def __init__(self, cfg: DataConfig, seed: int = 0) -> None:
+    def __init__(self, cfg: DataConfig, seed: int = 0, shared_prefix: bool = False) -> None:
+        """`shared_prefix`: serve each pair as one packed row (`SharedPrefixCollator`)."""
         super().__init__()
-        self.cfg, self.seed = cfg, seed
+        self.cfg, self.seed, self.shared_prefix = cfg, seed, shared_prefix
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.pairs_file: str | None = None
         """Preference pairs being served; None while in the SFT phase."""
@@ -120,10 +122,16 @@ class IPRDataModule(L.LightningDataModule):
         except ConfigError:  # training rows fit but no validation row does: no validation
             self.val_data = None
 
-    def _collator(self) -> SFTCollator | PairCollator:
+    def pair_collator(self) -> PairCollator:
         assert self.tokenizer is not None
         pad = self.tokenizer.pad_token_id
-        return PairCollator(pad) if self.pairs_file else SFTCollator(pad)
+        return SharedPrefixCollator(pad) if self.shared_prefix else PairCollator(pad)
+
+    def _collator(self) -> SFTCollator | PairCollator:
+        assert self.tokenizer is not None
+        if self.pairs_file:
+            return self.pair_collator()
+        return SFTCollator(self.tokenizer.pad_token_id)
 
     @property
     def has_pairs(self) -> bool:
@@ -138,7 +146,7 @@ class IPRDataModule(L.LightningDataModule):
             self.batches = None
             return DataLoader([None], batch_size=1, collate_fn=lambda _: {"no_pairs": True})
         lengths = None
-        if self.cfg.group_by_length:
+        if self.cfg.group_by_length and self.cfg.shuffle:
             lengths = [row_length(self.train_data[i]) for i in range(len(self.train_data))]
         trainer = self.trainer
         self.batches = SeededBatches(
@@ -147,6 +155,7 @@ class IPRDataModule(L.LightningDataModule):
             self.seed,
             lengths,
             epoch_of=(lambda: trainer.current_epoch) if trainer is not None else None,
+            shuffle=self.cfg.shuffle,
         )
         return EpochLoader(
             self.train_data,

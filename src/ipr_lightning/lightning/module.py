@@ -53,6 +53,23 @@ from ipr_lightning.models import (
 PHASES = ("sft", "preference")
 
 
+def shared_prefix_supported(model_cfg: ModelConfig) -> bool:
+    """Whether pairs can be packed with a block mask: SDPA, eager and hub kernels that take a
+    4-D mask; not flash attention (no custom mask) nor flex attention (a BlockMask)."""
+    attn = model_cfg.attn_implementation or "sdpa"
+    return "flash_attention" not in attn and "flex_attention" not in attn
+
+
+def attention_mask_for(model: torch.nn.Module, allowed: torch.Tensor) -> torch.Tensor:
+    """A custom [B, 1, T, T] mask (True: may attend) as the model's attention kernel takes it:
+    boolean for SDPA, additive (0 / most negative) for eager and the others."""
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", "sdpa") == "sdpa":
+        return allowed
+    blocked = torch.finfo(torch.float32).min
+    return torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, blocked)
+
+
 class NonFiniteTraining(RuntimeError):
     """The loss or the trained weights stopped being finite: the run stops, exporting nothing."""
 
@@ -195,14 +212,24 @@ class IPRModule(L.LightningModule):
         """
         model = self.model if model is None else model
         parts = causal_lm_parts(model)
-        ids, mask = batch["input_ids"], batch["attention_mask"]
+        ids = batch["input_ids"]
+        if "pair_mask" in batch:  # one packed row per pair (`SharedPrefixCollator`)
+            mask = attention_mask_for(model, batch["pair_mask"])
+            extra = {"position_ids": batch["position_ids"]}
+        else:
+            mask, extra = batch["attention_mask"], {}
         if parts is None:
-            x = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            x = model(input_ids=ids, attention_mask=mask, use_cache=False, **extra).logits
             head = None
         else:
             backbone, head = parts
-            x = backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-        rows, targets, row_index, counts = select_label_rows(x, batch["labels"])
+            x = backbone(input_ids=ids, attention_mask=mask, use_cache=False, **extra)
+            x = x.last_hidden_state
+        if "pair_mask" in batch:
+            rows, targets = x.flatten(0, 1)[batch["pred_rows"]], batch["targets"]
+            row_index, counts = batch["row_index"], batch["counts"]
+        else:
+            rows, targets, row_index, counts = select_label_rows(x, batch["labels"])
         return label_logps(rows if head is None else head(rows), targets), row_index, counts
 
     def sequence_logps(
