@@ -144,6 +144,14 @@ class Dialogue:
                 out.append(Turn("user", s.observation))
         return out
 
+    def action_turn(self, j: int) -> int:
+        """Index in `turns` of action j+1 (the turn after the first `j` steps)."""
+        return len(self.start) + 2 * j
+
+    def without_oldest(self, n: int) -> Dialogue:
+        """The same start with the `n` oldest steps left out (history dropped to fit)."""
+        return Dialogue(self.start, self.steps[n:])
+
     def prefix(self, j: int) -> list[Turn]:
         """The start and the first `j` steps (the prompt before action j+1)."""
         return [*self.start, *self._turns(self.steps[:j])]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from ipr_lightning.data.records import PreferencePair, Turn, history_turn_pairs
+from ipr_lightning.data.records import Dialogue, PreferencePair, Turn, history_turn_pairs
 
 IGNORE_INDEX = -100
 
@@ -160,7 +160,7 @@ def drop_history(prompt: Sequence[Turn], prompt_start: int | None, pairs: int) -
     if not pairs:
         return list(prompt)
     assert prompt_start is not None
-    return list(prompt[:prompt_start]) + list(prompt[prompt_start + 2 * pairs :])
+    return Dialogue.of(list(prompt), prompt_start).without_oldest(pairs).turns
 
 
 def render_pair(
@@ -209,14 +209,14 @@ class _HistoryBounds:
         starts: list[int],
     ) -> None:
         assert prompt_start is not None
-        self.tokenizer, self.prompt, self.prompt_start = tokenizer, prompt, prompt_start
+        self.tokenizer, self.dialogue = tokenizer, Dialogue.of(list(prompt), prompt_start)
         self.starts = starts
         self.known: list[int] = []
 
     def __getitem__(self, i: int) -> int:
         while len(self.known) <= i:
-            end = self.prompt_start + 2 * len(self.known)
-            chars = len(_template(self.tokenizer, self.prompt[:end], False)) if end else 0
+            before = self.dialogue.prefix(len(self.known))
+            chars = len(_template(self.tokenizer, before, False)) if before else 0
             self.known.append(bisect_left(self.starts, chars))
         return self.known[i]
 

@@ -76,7 +76,7 @@ def check_record(handle: EnvHandle, env: TextEnv, record: Trajectory) -> tuple[i
         return 0, "no action after the prompt start"
     reward = 0.0
     for j, step in enumerate(dialogue.steps):
-        turn = len(start) + 2 * j
+        turn = dialogue.action_turn(j)
         obs, reward, terminated, truncated, info = env.step(step.action)
         if info.get("invalid"):
             return j, f"conversations[{turn}]: the env rejects action {j + 1} ({_short(obs)})"
