@@ -219,6 +219,9 @@ def test_unknown_and_broken_env_names_are_one_line_errors(tmp_path, monkeypatch)
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ConfigError, match="does not register_env 'build'"):
         load_config(None, ["env.name=unregistered_env:build"])
+    (tmp_path / "broken_env.py").write_text("raise RuntimeError('no GPU here')\n")
+    with pytest.raises(ConfigError, match="importing broken_env: RuntimeError"):
+        load_config(None, ["env.name=broken_env:build"])
     with pytest.raises(ConfigError, match="env.options.n_trian"):
         load_config(None, ["env.options.n_trian=3"])
     with pytest.raises(ConfigError, match="env.options.n_train"):

@@ -177,11 +177,14 @@ def _from_module(name: str) -> EnvSpec:
     """`package.module:builder` (or `package.module:SPEC`): import, then find the spec."""
     module, _, attr = name.partition(":")
     try:
-        target = getattr(importlib.import_module(module), attr)
+        loaded = importlib.import_module(module)
     except ImportError as exc:
         raise _unknown(name, f" (importing {module}: {exc})") from None
-    except AttributeError:
-        raise _unknown(name, f" ({module} has no {attr!r})") from None
+    except Exception as exc:  # a broken plug-in module: say which, never a deep traceback
+        raise ConfigError(f"env.name={name}: importing {module}: {exc!r}") from None
+    target = getattr(loaded, attr, None)
+    if target is None:
+        raise _unknown(name, f" ({module} has no {attr!r})")
     if isinstance(target, EnvSpec):
         return target
     for spec in _REGISTRY.values():
