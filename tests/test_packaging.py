@@ -1,6 +1,7 @@
 """A plain (non-editable) install ships the callbacks and the demo data inside the package."""
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,13 +15,23 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # Built from a copy without build outputs: setuptools reuses a stale build/lib, which
+    # would still hold modules that were moved or deleted since.
+    source = tmp_path_factory.mktemp("source") / "repo"
+    everywhere = shutil.ignore_patterns(".venv*", "*.egg-info", ".git", "__pycache__")
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        top = {"build", "dist", "outputs"} if Path(folder) == ROOT else set()
+        return set(everywhere(folder, names)) | (top & set(names))
+
+    shutil.copytree(ROOT, source, ignore=ignore)
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
             "pip",
             "wheel",
-            str(ROOT),
+            str(source),
             "--no-deps",
             "--no-build-isolation",
             "-q",
@@ -44,7 +55,16 @@ def test_wheel_contains_callbacks_resources_and_entry_point(wheel):
     assert "ipr_lightning/rollout/engine.py" in names
     assert "ipr_lightning/ipr/explore.py" in names
     assert "ipr_lightning/callbacks/ipr_loop.py" in names
-    assert "ipr_lightning/envs/alfworld_handle.py" in names
+    for module in (
+        "envs/registry.py",
+        "envs/base.py",
+        "envs/toy/__init__.py",
+        "envs/alfworld/handle.py",
+        "envs/intercode_sql/worker.py",
+        "envs/webshop/vocab.py",
+    ):
+        assert f"ipr_lightning/{module}" in names, module
+    assert "ipr_lightning/envs/build.py" not in names  # moved modules are not shipped
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
     for line in (
