@@ -12,6 +12,7 @@ import logging
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -104,7 +105,7 @@ class RenderedPair:
     ref_chosen_logp: float | None
     ref_rejected_logp: float | None
 
-    @property
+    @cached_property
     def shared(self) -> int:
         """Leading tokens both rows have in common, none of them trained: the prompt as the
         two rows tokenised it (a token merged across the prompt's end is not shared)."""

@@ -169,6 +169,16 @@ def task_turn(n_example_turns: int) -> int:
     return OPENING_TURNS + n_example_turns
 
 
+def with_example(turns: Sequence[Turn], example: Sequence[Turn]) -> list[Turn]:
+    """The conversation with the in-context example between `OK` and the task, inserted
+    when the record lacks it (the paper's data has none). A record whose turns after `OK`
+    merely equal the example (the example's own task, recorded without one) gets it too."""
+    task = task_turn(len(example))
+    if not example or (list(turns[OPENING_TURNS:task]) == list(example) and len(turns) > task):
+        return list(turns)
+    return [*turns[:OPENING_TURNS], *example, *turns[OPENING_TURNS:]]
+
+
 def example_turns(trajectory: Trajectory) -> list[Turn]:
     """An expert trajectory as an in-context example: without the instruction and its `OK`,
     so the task, then actions/observations, ending on an action."""

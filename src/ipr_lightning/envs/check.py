@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from tqdm.auto import tqdm
 
 from ipr_lightning.data.records import Dialogue, Trajectory, Turn
-from ipr_lightning.envs.base import OPENING_TURNS, EnvHandle, TextEnv
+from ipr_lightning.envs.base import OPENING_TURNS, EnvHandle, TextEnv, with_example
 
 REWARD_TOLERANCE = 1e-6
 
@@ -62,10 +62,7 @@ def check_record(handle: EnvHandle, env: TextEnv, record: Trajectory) -> tuple[i
         return 0, f"field {key}: {task_id!r} is not a task of the {handle.split} split"
     obs, _ = env.reset(options={"task_id": task_id})
     start = handle.build_start(env, obs)
-    turns = list(record.turns)
-    example = handle.example_for(task_id) or []
-    if example and turns[OPENING_TURNS : OPENING_TURNS + len(example)] != example:
-        turns[OPENING_TURNS:OPENING_TURNS] = example  # the paper's data has no example
+    turns = with_example(record.turns, handle.example_for(task_id) or [])
     if turns[: len(start)] != start:
         return 0, f"prompt start: {_first_difference(turns, start)}"
     try:

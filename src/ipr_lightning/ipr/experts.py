@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ipr_lightning.data.io import DataFileError
 from ipr_lightning.data.records import Dialogue, Trajectory, Turn
-from ipr_lightning.envs.base import OPENING_TURNS, EnvHandle, build_prompt, task_turn
+from ipr_lightning.envs.base import EnvHandle, build_prompt, task_turn, with_example
 from ipr_lightning.rollout.engine import EpisodeSpec, replay
 
 log = logging.getLogger("ipr_lightning")
@@ -69,12 +69,8 @@ def _aligned(
             "must start with the instruction (user), its acknowledgement (assistant, 'OK'), "
             "the task (user) and an action (assistant)"
         )
-    # (the example's own task, recorded without it, looks like instruction, OK, example)
-    task = task_turn(len(example))
-    has_example = turns[OPENING_TURNS:task] == example and len(turns) > task
-    if example and not has_example:
-        turns[OPENING_TURNS:OPENING_TURNS] = example  # the paper's data has none: insert it
-    start = build_prompt(turns[0].content, turns[task].content, example)
+    turns = with_example(turns, example)
+    start = build_prompt(turns[0].content, turns[task_turn(len(example))].content, example)
     if turns[: len(start)] != start or len(turns) == len(start):
         raise err(
             "does not continue its prompt (instruction, OK, [example], task) with an action "
