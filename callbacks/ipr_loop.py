@@ -324,6 +324,8 @@ class IPRLoop(L.Callback):
             for name in (POLICY, SFT)
         )
         result = self.exploration.iteration(k, explorer, scorer)
+        if self.vllm is not None:  # the GPU goes to the trainer (rollout.vllm_sleep)
+            self.vllm.sleep()
         data = PairDataset(result.pairs, self.tokenizer, self.cfg.data.max_length)
         pairs = result.pairs
         if ipr.precompute_reference and data.rows:

