@@ -13,6 +13,8 @@ iteration follows:
 2. explores with the current policy (`policy` adapter, greedy), scores with `sft` (T = 1),
    builds the pairs (`ipr_lightning.ipr.explore`; every episode goes to `rollouts.jsonl` as
    it finishes), computes reference log-probs, writes `iter_<k>/pairs.json` last;
+   with several ranks each runs its share of the episodes (`rollouts.rank<r>.jsonl`), all
+   build the pairs from the union, and rank 0 writes the run's files;
 3. points the DataModule at the pairs and switches the module to the preference objective
    with the iteration's LR schedule.
 
@@ -33,6 +35,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +52,11 @@ from ipr_lightning.ipr.explore import Exploration, ExploreSettings
 from ipr_lightning.ipr.pairs import PairRules
 from ipr_lightning.ipr.store import RolloutStore
 from ipr_lightning.lightning.reference import reference_logps, with_reference
-from ipr_lightning.models import POLICY, resolve_model_path, save_adapter
+from ipr_lightning.models import POLICY, save_adapter
 from ipr_lightning.rollout.evaluate import evaluate
 from ipr_lightning.rollout.policy import HFPolicy, Policy, Sampling
+from ipr_lightning.rollout.serving import adapter_server
+from ipr_lightning.rollout.shard import Shard
 
 log = logging.getLogger("ipr_lightning")
 SFT = "sft"  # adapter: the frozen SFT policy (scorer, reference)
@@ -94,17 +99,12 @@ class IPRLoop(L.Callback):
             rules,
             tuple(ipr.pair_types),
         )
-        self.exploration = Exploration(
-            train_handle, tasks, RolloutStore(self.out / "rollouts.jsonl"), settings, progress
-        )
+        self._exploring = (train_handle, tasks, settings)
+        self.exploration: Exploration | None = None  # built in `setup`, with this rank's store
+        self.shard = Shard()
         self._phase_start = time.perf_counter()
-        self.vllm = None  # rollout.backend=vllm: one engine for the run, started on first use
-        if cfg.rollout.backend == "vllm":
-            from ipr_lightning.rollout.vllm_policy import VLLMEngine, import_vllm
-
-            import_vllm()  # a missing vLLM fails now, not after SFT
-            base = resolve_model_path(cfg.model)
-            self.vllm = VLLMEngine(base, cfg.rollout, cfg.model, cfg.seed)
+        # rollout.backend vllm/openai: one engine for the run serving saved adapters
+        self.server = adapter_server(cfg)
 
     @property
     def total_epochs(self) -> int:
@@ -124,6 +124,14 @@ class IPRLoop(L.Callback):
         return out / f"iter_{k}" / "pairs.json"
 
     # --- hooks ------------------------------------------------------------------------------
+
+    def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        """This rank's share: with several ranks each explores, scores and evaluates part of
+        the episodes (its own rollouts file) and all of them see the union."""
+        self.shard = Shard.of_trainer(trainer)
+        store = RolloutStore(self.out / "rollouts.jsonl", self.shard.rank)
+        handle, tasks, settings = self._exploring
+        self.exploration = Exploration(handle, tasks, store, settings, self.progress, self.shard)
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         for name in list(module.missing_frozen):  # full fine-tuning, resumed
@@ -154,22 +162,25 @@ class IPRLoop(L.Callback):
         """A run killed during the last phase's evaluation resumes into a fit that Lightning
         skips (every epoch is done): evaluate and record that phase here."""
         k = self.k_max
-        if trainer.current_epoch > self._last_epoch_of(k) and not self._recorded(k):
+        if trainer.current_epoch > self._last_epoch_of(k) and not self.shard.agree(
+            self._recorded(k)
+        ):
             module.to(trainer.strategy.root_device)  # Lightning's teardown moved it off
             self._finish_phase(trainer, module, k, None)
-        if self.vllm is not None:
-            self.vllm.close()
+        if self.server is not None:
+            self.server.close()
 
     def _policy(
         self, module: L.LightningModule, name: str, k: int, batch_size: int, kv_cache_gb: float
     ) -> Policy:
         """Policy `name` (POLICY: the one training; SFT: the frozen scorer) as of phase k, on
         the configured engine. vLLM serves a saved copy of the adapter."""
-        if self.vllm is not None:
-            folder = self.out / "rollout_adapters" / (name if name == SFT else f"{name}_{k}")
+        if self.server is not None:  # one engine per rank, each serving its own copy
+            rank = f"rank{self.shard.rank}" if self.shard.world > 1 else ""
+            folder = self.out / "rollout_adapters" / rank / (name if name == SFT else f"{name}_{k}")
             if not folder.is_dir() or name != SFT:  # SFT's is the same for the whole run
                 save_adapter(module.model, folder, name)
-            return self.vllm.policy(self.tokenizer, folder)
+            return self.server.policy(self.tokenizer, folder)
         model, adapter = module.acting(name)
         return HFPolicy(model, self.tokenizer, adapter, batch_size, kv_cache_gb=kv_cache_gb)
 
@@ -190,7 +201,7 @@ class IPRLoop(L.Callback):
         self, trainer: L.Trainer, module: L.LightningModule, k: int, seconds: float | None
     ) -> None:
         """Evaluate phase k's policy and append its row to phases.jsonl (once per phase)."""
-        if self._recorded(k):  # a resumed run does not repeat a finished phase's row
+        if self.shard.agree(self._recorded(k)):  # a resumed run does not repeat a phase's row
             return
         row: dict[str, Any] = {"phase": self._name(k), "train_seconds": seconds}
         if k >= 1:
@@ -200,8 +211,9 @@ class IPRLoop(L.Callback):
                 row["train_seconds"] = None
                 row["note"] = "no pairs to train on: training skipped"
         row.update(self._evaluate(trainer, module, k))
-        with (self.out / "phases.jsonl").open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        if trainer.is_global_zero:
+            with (self.out / "phases.jsonl").open("a") as f:
+                f.write(json.dumps(row) + "\n")
 
     def _trained_pairs(self, k: int) -> int:
         """Pairs iteration k trained on (after truncation), from its stats."""
@@ -232,7 +244,7 @@ class IPRLoop(L.Callback):
         handle: EnvHandle,
         folder: Path,
     ) -> dict:
-        if (folder / "summary.json").is_file():  # done before an interruption
+        if self.shard.agree((folder / "summary.json").is_file()):  # done before a kill
             return json.loads((folder / "summary.json").read_text())
         e = self.cfg.eval
         policy = self._policy(module, POLICY, k, e.batch_size, e.kv_cache_gb)
@@ -248,8 +260,9 @@ class IPRLoop(L.Callback):
             sampling,
             max_episodes=e.max_episodes,
             max_live=e.max_live,
-            out_dir=folder,
+            out_dir=folder if trainer.is_global_zero else None,
             progress=self.progress,
+            shard=self.shard,
         )
         prefix = "eval" if handle is self.eval_handles[0] else f"eval_{handle.split}"
         metrics = {
@@ -268,7 +281,7 @@ class IPRLoop(L.Callback):
             report.episodes,
             handle.split,
         )
-        return json.loads((folder / "summary.json").read_text())
+        return json.loads(json.dumps(asdict(report)))  # as summary.json holds it
 
     def _freeze(self, trainer: L.Trainer, module: L.LightningModule, name: str) -> None:
         """Freeze the current policy as `name`; whole-model copies (full fine-tuning) are also
@@ -290,7 +303,7 @@ class IPRLoop(L.Callback):
         path = self.pairs_path(self.out, k)
         ipr = self.cfg.ipr
         rendered = None
-        if path.is_file():
+        if self.shard.agree(path.is_file()):
             pairs = read_pairs(path)
         else:
             pairs, rendered = self._explore(trainer, module, k, path)
@@ -299,7 +312,8 @@ class IPRLoop(L.Callback):
         trainer.datamodule.use_pairs(path, rendered)
         d = self.cfg.data
         trained = self._trained_pairs(k)
-        steps = math.ceil(math.ceil(trained / d.batch_size) / trainer.accumulate_grad_batches)
+        per_rank = math.ceil(math.ceil(trained / d.batch_size) / trainer.world_size)
+        steps = math.ceil(per_rank / trainer.accumulate_grad_batches)
         module.begin_phase(
             "preference",
             max(1, steps * ipr.epochs),
@@ -318,14 +332,14 @@ class IPRLoop(L.Callback):
         (reference log-probs included), which the DataModule serves as it is."""
         start = time.perf_counter()
         ipr = self.cfg.ipr
-
+        failed_before = getattr(self.server, "failed_attempts", 0)
         explorer, scorer = (
             self._policy(module, name, k - 1, ipr.batch_size, ipr.kv_cache_gb)
             for name in (POLICY, SFT)
         )
         result = self.exploration.iteration(k, explorer, scorer)
-        if self.vllm is not None:  # the GPU goes to the trainer (rollout.vllm_sleep)
-            self.vllm.sleep()
+        if self.server is not None:  # the GPU goes to the trainer (rollout.vllm_sleep)
+            self.server.sleep()
         data = PairDataset(result.pairs, self.tokenizer, self.cfg.data.max_length)
         pairs = result.pairs
         if ipr.precompute_reference and data.rows:
@@ -342,13 +356,18 @@ class IPRLoop(L.Callback):
             "explore/prefilled_tokens": sum(c.prefilled_tokens for c in caches),
             "explore/reused_tokens": sum(c.reused_tokens for c in caches),
         }
-        if self.vllm is not None:  # tokens vLLM generated past a complete action
+        if self.cfg.rollout.backend == "vllm":  # tokens vLLM generated past a complete action
             stats["explore/wasted_tokens"] = explorer.wasted_tokens + scorer.wasted_tokens
-        path.parent.mkdir(parents=True, exist_ok=True)
-        (path.parent / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
-        with (path.parent / "step_values.jsonl").open("w") as f:
-            f.writelines(json.dumps(v) + "\n" for v in result.values)
-        write_pairs(path, pairs)
+        if self.cfg.rollout.backend == "openai":  # requests the fleet had to ask again
+            stats["explore/failed_requests"] = self.server.failed_attempts - failed_before
+        if trainer.is_global_zero:  # every rank built the same pairs: rank 0 writes them
+            path.parent.mkdir(parents=True, exist_ok=True)
+            (path.parent / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
+            with (path.parent / "step_values.jsonl").open("w") as f:
+                f.writelines(json.dumps(v) + "\n" for v in result.values)
+            write_pairs(path, pairs)
+        if self.shard.barrier is not None:  # the other ranks read stats.json next
+            self.shard.barrier()
         for logger in trainer.loggers:
             logger.log_metrics({k_: float(v) for k_, v in stats.items()}, step=trainer.global_step)
         return pairs, data

@@ -164,15 +164,17 @@ def test_explorer_is_the_current_policy_and_scorer_the_frozen_sft_copy(tiny_mode
         used.append((k, explorer, scorer))
         return IterationResult(k, [], {"explore/episodes": 0})
 
-    loop.exploration.iteration = fake_iteration
     trainer = SimpleNamespace(
         datamodule=SimpleNamespace(use_pairs=lambda path, rendered=None: None),
         accumulate_grad_batches=1,
         is_global_zero=True,
+        world_size=1,
         loggers=[],
         global_step=0,
     )
     module = IPRModule(tiny_model_cfg, OptimConfig(), LossConfig())
+    loop.setup(trainer, module, "fit")
+    loop.exploration.iteration = fake_iteration
     module.model = model
     probe = [build_prompt("i", "t")]
     sampling = Sampling(max_new_tokens=8)

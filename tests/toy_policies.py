@@ -1,9 +1,11 @@
 """Scripted policies for the toy household (shared by the rollout and IPR tests)."""
 
+import random
 import re
 
 from ipr_lightning.envs.base import parse_react
 from ipr_lightning.envs.toy.env import RECEPTACLES
+from ipr_lightning.rollout.policy import Generation, Policy
 
 
 def toy_oracle(history) -> str:
@@ -29,3 +31,20 @@ def toy_oracle(history) -> str:
         visited = {a[6:] for a in actions if a.startswith("go to ")}
         step = "go to " + next(r for r in RECEPTACLES if r not in visited)
     return f"Thought: next step.\nAction: {step}"
+
+
+class TossPolicy(Policy):
+    """The oracle that sometimes wastes a turn on `look`: sampled rows (given seeds) toss a
+    coin seeded by the row's seed, so what a row does depends on its seed only; greedy rows
+    look on every third turn."""
+
+    def act(self, histories, sampling, seeds=None):
+        out = []
+        for i, h in enumerate(histories):
+            if seeds is None:
+                lose = sum(t.role == "assistant" for t in h) % 3 == 2
+            else:
+                lose = random.Random(seeds[i]).random() < 0.4
+            text = "Thought: hm.\nAction: look" if lose else toy_oracle(h)
+            out.append(Generation(text, 3))
+        return out

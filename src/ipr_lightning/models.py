@@ -265,8 +265,10 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def build_bnb_config(cfg: ModelConfig) -> BitsAndBytesConfig:
-    """NF4, double quantisation; compute in cfg.dtype if 16-bit, else bf16 (fp32: slow, no gain)."""
+def build_bnb_config(cfg: ModelConfig, sharded: bool = False) -> BitsAndBytesConfig:
+    """NF4, double quantisation; compute in cfg.dtype if 16-bit, else bf16 (fp32: slow, no gain).
+    `sharded` (FSDP): the packed 4-bit weights are stored in the compute dtype, as FSDP needs
+    every parameter it flattens to share a float dtype (bitsandbytes' FSDP-QLoRA recipe)."""
     dtype = resolve_dtype(cfg.dtype)
     compute = TORCH_DTYPES[dtype] if dtype != "float32" else torch.bfloat16
     return BitsAndBytesConfig(
@@ -274,6 +276,7 @@ def build_bnb_config(cfg: ModelConfig) -> BitsAndBytesConfig:
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute,
+        bnb_4bit_quant_storage=compute if sharded else torch.uint8,
     )
 
 
@@ -299,13 +302,14 @@ def init_adapter_path(cfg: ModelConfig) -> Path:
     return path
 
 
-def load_model(cfg: ModelConfig) -> torch.nn.Module:
-    """The model ready to train: full fine-tuning, LoRA (adapter `POLICY`) or QLoRA (nf4)."""
+def load_model(cfg: ModelConfig, sharded: bool = False) -> torch.nn.Module:
+    """The model ready to train: full fine-tuning, LoRA (adapter `POLICY`) or QLoRA (nf4);
+    `sharded`: for FSDP (see `build_bnb_config`)."""
     kwargs: dict[str, object] = {"dtype": TORCH_DTYPES[resolve_dtype(cfg.dtype)]}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
     if cfg.quantization == "nf4":
-        kwargs["quantization_config"] = build_bnb_config(cfg)
+        kwargs["quantization_config"] = build_bnb_config(cfg, sharded)
         on_gpu = torch.cuda.is_available()
         kwargs["device_map"] = {"": torch.cuda.current_device()} if on_gpu else "cpu"
     try:

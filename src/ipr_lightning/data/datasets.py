@@ -9,6 +9,7 @@ left with nothing to train on one side is not served.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -345,7 +346,12 @@ class SeededBatches(Sampler[list[int]]):
     mid-epoch can be served the rest of that very epoch: `skip` batches are left out of the
     next pass. Length-grouped when `lengths` are given, else plainly shuffled. `trained`
     counts the pass's batches the model was given (kept by the trainer's side, which knows
-    when a batch is used rather than prefetched). `shuffle=False`: the data's order."""
+    when a batch is used rather than prefetched). `shuffle=False`: the data's order.
+
+    Under DDP each rank is served `rank::world` of the epoch's batches (the list padded with
+    its first batches to a multiple of `world`, so every rank takes as many steps); a pass
+    cut short resumes on any number of ranks after the batches already served on all of
+    them (on another world size up to world - 1 batches are served twice, none skipped)."""
 
     def __init__(
         self,
@@ -355,8 +361,11 @@ class SeededBatches(Sampler[list[int]]):
         lengths: Sequence[int] | None = None,
         epoch_of: Callable[[], int] | None = None,
         shuffle: bool = True,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.rank, self.world = rank, world
         self.lengths = None if lengths is None else list(lengths)
         self.epoch_of = epoch_of
         """The trainer's current epoch: a pass serves that epoch's order however many times
@@ -366,7 +375,8 @@ class SeededBatches(Sampler[list[int]]):
         self.epoch = -1
         """The epoch whose batches the last pass served."""
 
-    def batches(self, epoch: int) -> list[list[int]]:
+    def all_batches(self, epoch: int) -> list[list[int]]:
+        """The epoch's batches over all ranks."""
         if not self.shuffle:  # the data's own order, every epoch
             return [
                 list(range(i, min(i + self.batch_size, self.n)))
@@ -377,6 +387,14 @@ class SeededBatches(Sampler[list[int]]):
             return shuffled_batches(self.n, self.batch_size, rng)
         return length_grouped_batches(self.lengths, self.batch_size, rng)
 
+    def batches(self, epoch: int) -> list[list[int]]:
+        """This rank's batches of the epoch."""
+        every = self.all_batches(epoch)
+        if self.world == 1:
+            return every
+        every += every[: -len(every) % self.world]
+        return every[self.rank :: self.world]
+
     def __iter__(self) -> Iterator[list[int]]:
         self.epoch = self.epoch_of() if self.epoch_of else self.next_epoch
         self.next_epoch = self.epoch + 1
@@ -385,14 +403,15 @@ class SeededBatches(Sampler[list[int]]):
         return iter(self.batches(self.epoch)[self.trained :])
 
     def __len__(self) -> int:
-        return -(-self.n // self.batch_size)
+        return math.ceil(math.ceil(self.n / self.batch_size) / self.world)
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "trained": self.trained}
+        return {"epoch": self.epoch, "trained": self.trained, "world": self.world}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Serve the rest of a pass that was cut short, or the next pass after a finished one
         (a checkpoint taken at an epoch's last batch, before its epoch end)."""
+        state = {**state, "trained": state["trained"] * state.get("world", 1) // self.world}
         if 0 < state["trained"] < len(self):
             self.next_epoch, self.skip = state["epoch"], state["trained"]
             self.skip_epoch = state["epoch"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -305,10 +306,11 @@ def turns_from_json(raw: list[dict[str, str]]) -> list[Turn]:
 
 
 def _write_json(path: str | Path, records: list[dict[str, Any]]) -> None:
-    """Write atomically: a reader never sees a half-written file."""
+    """Write atomically: a reader never sees a half-written file (nor do two writers, e.g.
+    the ranks of a torchrun job, share a temporary file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(records, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(path)
 

@@ -22,6 +22,11 @@ For task with expert actions a_1..a_n and prompt u (IPR_SPEC § 2.2):
 - pairs as in `pairs.py`. With `mc_only_when_needed` (default) MC rollouts are skipped for
   explored actions whose episode ends with the same final reward as the expert within
   τ_traj: no step pair can form there, whatever the values, so no pair changes.
+
+Several processes explore together through a `Shard` (one per rank): each runs the episodes
+whose key hashes to its rank, appending to its own store file; after each stage a barrier,
+and every rank reads the others' episodes, so all ranks build the same pairs from the same
+union of episodes, whatever their number (the seeds depend on the key, not on the rank).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from ipr_lightning.ipr.pairs import EPS, PairRules, Side, outcome_pair, step_pai
 from ipr_lightning.ipr.store import Key, RolloutStore, StoredEpisode
 from ipr_lightning.rollout.engine import EpisodeSpec, run_episodes
 from ipr_lightning.rollout.policy import Policy, Sampling
+from ipr_lightning.rollout.shard import Shard
 
 log = logging.getLogger("ipr_lightning")
 
@@ -79,17 +85,20 @@ class Exploration:
         store: RolloutStore,
         settings: ExploreSettings,
         progress: bool = True,
+        shard: Shard | None = None,
     ) -> None:
         self.handle, self.tasks, self.store = handle, list(tasks), store
         self.s, self.progress = settings, progress
+        self.shard = shard or Shard()
 
     # --- running keyed episodes -----------------------------------------------------------
 
     def _run(
         self, specs: list[EpisodeSpec], policy: Policy, sampling: Sampling, desc: str
     ) -> dict[Key, StoredEpisode]:
-        """Every spec's episode, from the store or run now (and stored as it finishes)."""
-        todo = [spec for spec in specs if spec.key not in self.store]
+        """Every spec's episode, from the store or run now (and stored as it finishes): this
+        rank runs its share, then waits for the others' and reads them."""
+        todo = [s for s in specs if s.key not in self.store and self.shard.owns(s.key)]
         if todo:
             run_episodes(
                 self.handle.make_env,
@@ -101,6 +110,14 @@ class Exploration:
                 progress=self.progress,
                 desc=desc,
                 on_done=lambda ep: self.store.add(ep.key, ep),
+            )
+        if self.shard.barrier is not None:
+            self.shard.barrier()
+            self.store.reload()
+        if missing := [spec.key for spec in specs if spec.key not in self.store]:
+            raise RuntimeError(
+                f"{desc}: {len(missing)} episodes are in no rank's file of {self.store.path.parent}"
+                f" (first: {missing[0]})"
             )
         return {spec.key: self.store[spec.key] for spec in specs}
 

@@ -7,6 +7,12 @@ last line is cut off and that episode is simply run again. A damaged complete li
 (a disk or editor accident) is skipped with a warning naming it, never anything after it.
 A key is recorded at most once (recording it twice is a bug and raises), so a resumed run
 never duplicates an episode.
+
+Several processes (ranks) share one store through one file each: rank 0 appends to the
+store's path (`rollouts.jsonl`), rank r > 0 to `rollouts.rank<r>.jsonl` beside it, and every
+process reads them all (`reload` picks up what the others wrote since). The store is keyed by
+episode, not by rank: a run killed with two ranks resumes with one (or four) and finds every
+finished episode, whoever ran it. Only a file's writer cuts its torn tail; readers skip it.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -86,41 +93,72 @@ def _parse(line: str) -> StoredEpisode:
 
 
 class RolloutStore:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, rank: int = 0) -> None:
         self.path = Path(path)
+        """The file this process appends to (rank 0: `path`; rank r: `<stem>.rank<r>.jsonl`)."""
+        if rank:
+            self.path = self.path.with_name(f"{self.path.stem}.rank{rank}{self.path.suffix}")
+        self._base = Path(path)
         self._episodes: dict[Key, StoredEpisode] = {}
+        self._read: dict[Path, tuple[int, int]] = {}  # (bytes, lines) of each file loaded
         self.recovered_torn_line = False
         self.skipped_lines: list[int] = []
         """Line numbers of damaged complete lines skipped on load (kept in the file)."""
-        if self.path.is_file():
-            self._load()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.reload()
 
-    def _load(self) -> None:
-        data = self.path.read_bytes()
-        whole = 0  # byte offset after the last newline-terminated line
-        for lineno, raw in enumerate(data.splitlines(keepends=True), 1):
+    def files(self) -> list[Path]:
+        """Every rank's file of this store, by rank."""
+        base = self._base
+        name = re.compile(rf"{re.escape(base.stem)}\.rank(\d+){re.escape(base.suffix)}")
+        ranked = {
+            int(m.group(1)): p for p in base.parent.iterdir() if (m := name.fullmatch(p.name))
+        }
+        return [base, *(ranked[r] for r in sorted(ranked))]
+
+    def reload(self) -> int:
+        """Read what was appended to the store's files since the last load (the other
+        ranks' episodes); returns how many episodes that added."""
+        before = len(self._episodes)
+        for file in self.files():
+            if file.is_file():
+                self._load(file)
+        return len(self._episodes) - before
+
+    def _load(self, file: Path) -> None:
+        start, lines = self._read.get(file, (0, 0))
+        with file.open("rb") as f:
+            f.seek(start)
+            data = f.read()
+        whole = 0  # bytes up to the last newline-terminated line
+        for lineno, raw in enumerate(data.splitlines(keepends=True), lines + 1):
             if not raw.endswith(b"\n"):
-                break  # the torn tail of a kill mid-write
+                break  # the torn tail of a kill mid-write (or a line being written now)
             whole += len(raw)
             try:
                 ep = _parse(raw.decode("utf-8"))
             except (ValueError, KeyError, TypeError, IndexError) as exc:
                 # A damaged line in the middle: skip it (its episode runs again), keep the rest.
-                self.skipped_lines.append(lineno)
+                if file == self.path:
+                    self.skipped_lines.append(lineno)
                 log.warning(
                     "%s: line %d is not an episode record (%s); skipped, its episode "
                     "will run again",
-                    self.path,
+                    file,
                     lineno,
                     type(exc).__name__,
                 )
                 continue
+            if ep.key in self._episodes:  # two ranks ran one key: keep the first record
+                log.warning("%s: line %d repeats episode %s; ignored", file, lineno, ep.key)
+                continue
             self._episodes[ep.key] = ep
-        if whole < len(data):  # a kill mid-write: drop only the torn tail, that episode is redone
+        self._read[file] = (start + whole, lines + data[:whole].count(b"\n"))
+        if file == self.path and whole < len(data):
+            # this process's own kill mid-write: drop only the torn tail, that episode is redone
             self.recovered_torn_line = True
-            with self.path.open("r+b") as f:
-                f.truncate(whole)
+            with file.open("r+b") as f:
+                f.truncate(start + whole)
 
     def __contains__(self, key: Key) -> bool:
         return key in self._episodes
@@ -147,6 +185,8 @@ class RolloutStore:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
+        start, lines = self._read.get(self.path, (0, 0))
+        self._read[self.path] = (start + len(line.encode("utf-8")), lines + 1)
         stored = _parse(line)
         self._episodes[key] = stored
         return stored

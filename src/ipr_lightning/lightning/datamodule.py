@@ -156,6 +156,8 @@ class IPRDataModule(L.LightningDataModule):
             lengths,
             epoch_of=(lambda: trainer.current_epoch) if trainer is not None else None,
             shuffle=self.cfg.shuffle,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world=trainer.world_size if trainer is not None else 1,
         )
         return EpochLoader(
             self.train_data,

@@ -30,6 +30,7 @@ from typing import Any
 import lightning as L
 import peft
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 from torchmetrics import MeanMetric
 
 from ipr_lightning.config import LossConfig, ModelConfig, OptimConfig
@@ -153,7 +154,8 @@ class IPRModule(L.LightningModule):
 
     def configure_model(self) -> None:
         if self.model is None:  # Lightning calls this at every stage: keep it idempotent
-            self.model = load_model(self.model_cfg)
+            strategy = self._trainer.strategy if self._trainer is not None else None
+            self.model = load_model(self.model_cfg, isinstance(strategy, FSDPStrategy))
             # from_pretrained returns eval mode; Lightning keeps per-module modes, so without
             # this LoRA dropout would be silently off during training.
             self.model.train()

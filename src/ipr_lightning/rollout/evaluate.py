@@ -17,6 +17,7 @@ from ipr_lightning.data.io import turns_to_json
 from ipr_lightning.envs.base import EnvHandle
 from ipr_lightning.rollout.engine import Episode, EpisodeSpec, run_episodes
 from ipr_lightning.rollout.policy import Policy, Sampling
+from ipr_lightning.rollout.shard import Shard
 
 
 @dataclass
@@ -108,13 +109,17 @@ def evaluate(
     max_live: int = 32,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    shard: Shard | None = None,
 ) -> tuple[EvalReport, list[Episode]]:
-    """Run every task of the handle's split (or the first `max_episodes`) once."""
+    """Run every task of the handle's split (or the first `max_episodes`) once. With a
+    `shard` of several ranks each runs its share of the tasks and every rank gets them all,
+    in the split's order."""
+    shard = shard or Shard()
     task_ids = handle.task_ids[:max_episodes] if max_episodes > 0 else handle.task_ids
     start = time.perf_counter()
     episodes = run_episodes(
         handle.make_env,
-        [EpisodeSpec(t) for t in task_ids],
+        [EpisodeSpec(t) for t in task_ids if shard.owns(t)],
         policy,
         sampling,
         handle.build_start,
@@ -122,6 +127,10 @@ def evaluate(
         progress=progress,
         desc=f"eval {handle.split}",
     )
+    if shard.world > 1:
+        order = {t: i for i, t in enumerate(task_ids)}
+        every = [ep for share in shard.gather(episodes) for ep in share]
+        episodes = sorted(every, key=lambda ep: order[ep.task_id])
     report = summarise(episodes, time.perf_counter() - start, handle.group_of)
     if out_dir is not None:
         out = Path(out_dir)
