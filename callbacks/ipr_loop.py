@@ -388,5 +388,6 @@ class IPRLoop(L.Callback):
             self.cfg.data.batch_size,
             trainer.datamodule.pair_collator(),
             trainer.precision_plugin.forward_context(),
+            shard=self.shard,
         )
         return with_reference(pairs, data, values)

@@ -75,7 +75,8 @@ def results(out: Path) -> tuple:
     pairs = read_pairs(out / "iter_1" / "pairs.json")
     summary = json.loads((out / "eval" / "after_sft" / "summary.json").read_text())
     summary.pop("wall_seconds")
-    return [(p.id, p.chosen, p.rejected) for p in pairs], summary
+    sides = [(p.id, p.chosen, p.rejected, p.ref_chosen_logp, p.ref_rejected_logp) for p in pairs]
+    return sides, summary
 
 
 def test_strategies_from_the_config():

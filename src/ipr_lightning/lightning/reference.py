@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ipr_lightning.data.datasets import PairDataset
 from ipr_lightning.data.records import PreferencePair
+from ipr_lightning.rollout.shard import Shard
 
 
 def reference_logps(
@@ -31,18 +32,27 @@ def reference_logps(
     collate: Callable[[list], dict[str, Any]],
     precision: AbstractContextManager | None = None,
     progress: bool = False,
+    shard: Shard | None = None,
 ) -> list[tuple[float, float]]:
     """(chosen, rejected) token-summed log-probs under `module`'s DPO reference for every
-    served row of `data`, in order. `precision`: the trainer's autocast context, if any."""
+    served row of `data`, in order. `precision`: the trainer's autocast context, if any.
+    With a `shard` of several ranks each computes every world-th batch (the batches one
+    process would make, so the same numbers) and all ranks get all values."""
+    shard = shard or Shard()
     loader = DataLoader(data, batch_size=batch_size, collate_fn=collate)
-    out: list[tuple[float, float]] = []
+    mine: dict[int, list[tuple[float, float]]] = {}
     with torch.no_grad(), module.reference() as model, precision or nullcontext():
-        for batch in tqdm(loader, desc="reference log-probs", disable=not progress, leave=False):
+        batches = tqdm(loader, desc="reference log-probs", disable=not progress, leave=False)
+        for b, batch in enumerate(batches):
+            if b % shard.world != shard.rank:
+                continue
             batch = {k: v.to(module.device) for k, v in batch.items()}
             logps, _ = module.sequence_logps(batch, model)
             chosen, rejected = logps.float().chunk(2)
-            out += zip(chosen.tolist(), rejected.tolist(), strict=True)
-    return out
+            mine[b] = list(zip(chosen.tolist(), rejected.tolist(), strict=True))
+    if shard.world > 1:
+        mine = {b: values for share in shard.gather(mine) for b, values in share.items()}
+    return [value for b in sorted(mine) for value in mine[b]]
 
 
 def with_reference(
