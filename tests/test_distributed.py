@@ -144,7 +144,6 @@ def test_two_ranks_explore_evaluate_and_pair_as_one_process(runs):
     keys = episode_keys(two)
     assert max(keys.values()) == 1 and set(keys) == set(episode_keys(one))
     assert phases(two) == ["sft", "iteration 1"]  # written once, by rank 0
-    assert not (two / "summary.json").read_text().count('"phases"') > 1
 
 
 def _mc_under_way(out: Path) -> bool:
