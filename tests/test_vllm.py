@@ -215,23 +215,26 @@ def explore_episodes(out: Path) -> dict[tuple, list]:
     return {tuple(r["key"]): r["conversations"] for r in rows if r["key"][1] == "explore"}
 
 
+def smollm2_fit_args(out: Path, smollm2_cfg, *extra: str) -> list[str]:
+    """ipr-fit arguments: SmolLM2 in fp32, SFT + 1 iteration on 2 toy tasks."""
+    return [
+        "--config", str(ROOT / "configs/tiny.yaml"), f"output_dir={out}",
+        f"model.name_or_path={smollm2_cfg.name_or_path}",
+        f"model.cache_dir={smollm2_cfg.cache_dir}", "model.dtype=float32",
+        "trainer.precision=32-true", "data.train_file=env:expert", "data.batch_size=1",
+        "data.val_fraction=0", "env.options.n_train=2", "env.options.n_valid_unseen=2",
+        "env.max_turns=4", "trainer.max_epochs=1", "ipr.iterations=1", "ipr.epochs=1",
+        "ipr.max_tasks=2", "ipr.max_new_tokens=24", "eval.max_new_tokens=24", *extra,
+    ]  # fmt: skip
+
+
 def test_ipr_fit_on_vllm_explores_as_the_hf_backend_does(vllm_ready, smollm2_cfg, tmp_path):
     from ipr_lightning.cli import fit_main
 
     def fit(backend: str) -> Path:
         out = tmp_path / backend
-        args = [
-            "--config", str(ROOT / "configs/tiny.yaml"), f"output_dir={out}",
-            f"model.name_or_path={smollm2_cfg.name_or_path}",
-            f"model.cache_dir={smollm2_cfg.cache_dir}", "model.dtype=float32",
-            "trainer.precision=32-true", "data.train_file=env:expert", "data.batch_size=1",
-            "data.val_fraction=0", "env.options.n_train=2", "env.options.n_valid_unseen=2",
-            "env.max_turns=4",
-            "trainer.max_epochs=1", "ipr.iterations=1", "ipr.epochs=1", "ipr.mc_samples=1",
-            "ipr.max_tasks=2", "ipr.max_new_tokens=24", "eval.max_new_tokens=24",
-            f"rollout.backend={backend}", "rollout.vllm_kv_cache_gb=1",
-        ]  # fmt: skip
-        assert fit_main(args) == 0
+        args = smollm2_fit_args(out, smollm2_cfg, "ipr.mc_samples=1")
+        assert fit_main([*args, f"rollout.backend={backend}", "rollout.vllm_kv_cache_gb=1"]) == 0
         return out
 
     hf, vllm = fit("hf"), fit("vllm")
@@ -307,14 +310,8 @@ def test_ipr_fit_through_a_vllm_server_restarted_mid_iteration(vllm_server, smol
 
     out = tmp_path / "fleet"
     args = [
-        "--config", str(ROOT / "configs/tiny.yaml"), f"output_dir={out}",
-        f"model.name_or_path={smollm2_cfg.name_or_path}",
-        f"model.cache_dir={smollm2_cfg.cache_dir}", "model.dtype=float32",
-        "trainer.precision=32-true", "data.train_file=env:expert", "data.batch_size=1",
-        "data.val_fraction=0", "env.options.n_train=2", "env.options.n_valid_unseen=2",
-        "env.max_turns=4", "trainer.max_epochs=1", "ipr.iterations=1", "ipr.epochs=1",
-        "ipr.mc_samples=2", "ipr.max_tasks=2", "ipr.max_new_tokens=24",
-        "eval.max_new_tokens=24", "trainer.enable_progress_bar=false",
+        *smollm2_fit_args(out, smollm2_cfg, "ipr.mc_samples=2"),
+        "trainer.enable_progress_bar=false",
         "rollout.backend=openai", f"rollout.openai_urls=[{vllm_server.url}]",
         "rollout.openai_retries=100", "rollout.openai_backoff_s=2",
     ]  # fmt: skip

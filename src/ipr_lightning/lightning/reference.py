@@ -39,13 +39,14 @@ def reference_logps(
     With a `shard` of several ranks each computes every world-th batch (the batches one
     process would make, so the same numbers) and all ranks get all values."""
     shard = shard or Shard()
-    loader = DataLoader(data, batch_size=batch_size, collate_fn=collate)
+    starts = range(0, len(data), batch_size)
+    batches = [list(range(i, min(i + batch_size, len(data)))) for i in starts]
+    own = list(range(len(batches)))[shard.rank :: shard.world]
+    loader = DataLoader(data, batch_sampler=[batches[b] for b in own], collate_fn=collate)
     mine: dict[int, list[tuple[float, float]]] = {}
     with torch.no_grad(), module.reference() as model, precision or nullcontext():
-        batches = tqdm(loader, desc="reference log-probs", disable=not progress, leave=False)
-        for b, batch in enumerate(batches):
-            if b % shard.world != shard.rank:
-                continue
+        served = tqdm(loader, desc="reference log-probs", disable=not progress, leave=False)
+        for b, batch in zip(own, served, strict=True):
             batch = {k: v.to(module.device) for k, v in batch.items()}
             logps, _ = module.sequence_logps(batch, model)
             chosen, rejected = logps.float().chunk(2)

@@ -47,10 +47,10 @@ from ipr_lightning.rollout.policy import (
     Generation,
     Policy,
     Sampling,
-    cut_at_stop,
     encode_prompts,
     row_seeds,
 )
+from ipr_lightning.rollout.vllm_policy import vllm_generation
 
 log = logging.getLogger("ipr_lightning")
 
@@ -235,8 +235,7 @@ class FleetPolicy(Policy):
         for answer in answers:
             choice = answer["choices"][0]
             n = int(answer.get("usage", {}).get("completion_tokens", 0))
-            # ended at EOS (not a stop string): vLLM counts that token; HF does not
-            eos = choice.get("finish_reason") == "stop" and choice.get("stop_reason") is None
             self.generated_tokens += n
-            gens.append(Generation(cut_at_stop(choice["text"], sampling.action_end), n - eos))
+            finish, stop = choice.get("finish_reason"), choice.get("stop_reason")
+            gens.append(vllm_generation(choice["text"], n, finish, stop, sampling.action_end))
         return gens

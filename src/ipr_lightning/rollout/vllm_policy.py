@@ -126,6 +126,16 @@ def vllm_utilization(requested: float, free_bytes: int, total_bytes: int) -> flo
     return share
 
 
+def vllm_generation(
+    text: str, n: int, finish_reason: str | None, stop_reason: Any, action_end: Any
+) -> Generation:
+    """A vLLM completion (in process or from its server) as the HF backend reports it: the
+    text cut at the action, and the tokens without an EOS that ended it (vLLM counts it,
+    HF does not; a stop string sets `stop_reason`, EOS leaves it None)."""
+    eos = finish_reason == "stop" and stop_reason is None
+    return Generation(cut_at_stop(text, action_end), n - eos)
+
+
 def sleep_enabled(setting: str, available: bool) -> bool:
     """Whether vLLM sleeps during training for `rollout.vllm_sleep` on a platform where
     sleep mode is (not) `available`."""
@@ -310,8 +320,13 @@ class VLLMPolicy(Policy):
             if sampling.action_end is not None:
                 needed = tokens_to_action_end(tok, completion.token_ids, sampling.action_end)
                 self.wasted_tokens += n - needed
-            text = cut_at_stop(completion.text, sampling.action_end)
-            # ended at EOS (not a stop string): its token is in token_ids; HF doesn't count it
-            eos = completion.finish_reason == "stop" and completion.stop_reason is None
-            gens.append(Generation(text, n - eos))
+            gens.append(
+                vllm_generation(
+                    completion.text,
+                    n,
+                    completion.finish_reason,
+                    completion.stop_reason,
+                    sampling.action_end,
+                )
+            )
         return gens
