@@ -195,3 +195,28 @@ def test_length_grouped_batches_cover_every_row_once_with_little_padding():
     fresh.next_epoch = 1
     fresh.load_state_dict({"epoch": 1, "trained": 251})
     assert list(fresh) == fresh.batches(2) != epoch1
+
+
+def test_sft_loss_on_all_tokens_labels_prompts_and_observations_too(tiny_tok):
+    from ipr_lightning.config import DataConfig
+    from ipr_lightning.lightning.datamodule import IPRDataModule
+
+    def rows(loss_on: str, max_length: int = 4096):
+        data = IPRDataModule(DataConfig(val_fraction=0.0, loss_on=loss_on, max_length=max_length))
+        data.connect(tiny_tok)
+        data.use_trajectories([Trajectory("a", TURNS), Trajectory("b", TURNS[:2])])
+        data.setup("fit")
+        return list(data.train_data)
+
+    agent, every = rows("assistant"), rows("all")
+    assert [r.input_ids for r in every] == [r.input_ids for r in agent]
+    for a, e in zip(agent, every, strict=True):
+        assert e.labels == e.input_ids  # the observations and the task are predicted too
+        assert 0 < a.num_trained < e.num_trained
+    # Rows whose agent turns are all cut off are still skipped, whatever is labelled.
+    labels = render_conversation(tiny_tok, TURNS, 4096).labels
+    first = next(k for k, lab in enumerate(labels) if lab != IGNORE_INDEX)
+    with pytest.raises(ConfigError, match="none of the 2"):
+        rows("all", max_length=first)
+    with pytest.raises(ConfigError, match="data.loss_on must be assistant or all"):
+        DataConfig(loss_on="observations")

@@ -165,6 +165,11 @@ class DataConfig:
     shuffle: bool = True
     """false: train in the data's own order (the file's, for `pairs_file`): no shuffling and
     no length grouping."""
+    loss_on: str = "assistant"
+    """Tokens the SFT phase's loss is taken on: `assistant` (the paper: the agent's turns
+    only) or `all` (every token, the prompts and the environment's observations too: a model
+    trained from scratch learns to read its observations sooner when it also has to predict
+    them). Preference phases, and their SFT term, always score the agent's turns only."""
     pairs_file: str | None = None
     """Preference pairs (the pairs JSON of the README's "Data formats"): `ipr-fit` then trains
     only the preference objective on them -- no SFT, no environment, no exploration -- for
@@ -179,6 +184,8 @@ class DataConfig:
             raise ConfigError(f"data.max_length must be at least 8, got {self.max_length}")
         _at_least("data", self, 1, "batch_size")
         _at_least("data", self, 0, "num_workers")
+        if self.loss_on not in ("assistant", "all"):
+            raise ConfigError(f"data.loss_on must be assistant or all, got {self.loss_on!r}")
 
 
 @dataclass

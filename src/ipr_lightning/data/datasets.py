@@ -12,7 +12,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -63,18 +63,22 @@ class RenderStats:
 
 
 class SFTDataset(Dataset):
-    """Expert trajectories rendered with assistant-only labels."""
+    """Expert trajectories rendered with assistant-only labels (`all_tokens`: every token
+    labelled; a row still needs an assistant token within `max_length` to be kept)."""
 
     def __init__(
         self,
         trajectories: Sequence[Trajectory],
         tokenizer: PreTrainedTokenizerBase,
         max_length: int,
+        all_tokens: bool = False,
     ) -> None:
         self.stats = RenderStats()
         self.rows = []
         for t in trajectories:
             r = render_conversation(tokenizer, t.turns, max_length)
+            if all_tokens and r.num_trained:
+                r = replace(r, labels=list(r.input_ids))
             self.stats.add(r)
             if r.num_trained:  # counted and reported above; an all-masked row has no loss
                 self.rows.append(r)

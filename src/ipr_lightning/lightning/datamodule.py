@@ -116,9 +116,12 @@ class IPRDataModule(L.LightningDataModule):
             self.val_data = None
             return
         train, val = split_train_val(self.read(), self.cfg.val_fraction, self.seed)
-        self.train_data = SFTDataset(train, self.tokenizer, self.cfg.max_length)
+        everything = self.cfg.loss_on == "all"
+        self.train_data = SFTDataset(train, self.tokenizer, self.cfg.max_length, everything)
         try:
-            self.val_data = SFTDataset(val, self.tokenizer, self.cfg.max_length) if val else None
+            self.val_data = (
+                SFTDataset(val, self.tokenizer, self.cfg.max_length, everything) if val else None
+            )
         except ConfigError:  # training rows fit but no validation row does: no validation
             self.val_data = None
 
