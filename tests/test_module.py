@@ -251,3 +251,37 @@ def test_an_iteration_without_pairs_does_not_end_the_fit(tiny_model_cfg, tokeniz
     trainer.fit(module, datamodule=data)
     assert trainer.current_epoch == 2  # both epochs ran
     assert all(torch.equal(p, before[n]) for n, p in module.named_parameters())
+
+
+def test_right_padded_rows_need_no_padding_mask(module, tokenizer):
+    from ipr_lightning.lightning.module import causal_mask_or_none
+
+    right = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    left = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
+    assert causal_mask_or_none(right) is None
+    assert causal_mask_or_none(left) is left
+    module.eval()
+    batch = pair_batch(tokenizer, make_pairs())
+    assert (batch["attention_mask"] == 0).any()  # the rows are of different lengths
+    with torch.no_grad():
+        fast, _ = module.sequence_logps(batch)
+        # Each row alone, unpadded: what the shortcut must reproduce.
+        alone = []
+        for i in range(batch["input_ids"].shape[0]):
+            n = int(batch["attention_mask"][i].sum())
+            one = {k: batch[k][i : i + 1, :n] for k in ("input_ids", "attention_mask", "labels")}
+            alone.append(module.sequence_logps(one)[0])
+        # Left-padded, the mask is kept and the rows' values do not move either.
+        flipped = {
+            k: torch.stack(
+                [
+                    torch.roll(batch[k][i], int((batch["attention_mask"][i] == 0).sum()))
+                    for i in range(batch[k].shape[0])
+                ]
+            )
+            for k in ("input_ids", "attention_mask", "labels")
+        }
+        left_padded, _ = module.sequence_logps(flipped)
+    torch.testing.assert_close(fast, torch.cat(alone), atol=1e-5, rtol=1e-5)
+    assert causal_mask_or_none(flipped["attention_mask"]) is not None
+    torch.testing.assert_close(left_padded, fast, atol=1e-4, rtol=1e-4)

@@ -71,6 +71,16 @@ def attention_mask_for(model: torch.nn.Module, allowed: torch.Tensor) -> torch.T
     return torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, blocked)
 
 
+def causal_mask_or_none(mask: torch.Tensor) -> torch.Tensor | None:
+    """None when every row is right-padded (its ones, then its zeros): under causal attention
+    no real token sees a pad to its right, so the padding mask changes none of their outputs,
+    and without it the attention kernel takes its causal path (no [B, 1, T, T] mask built;
+    about 12 % of a step of a small model on a CPU). Otherwise the mask itself."""
+    if mask.shape[1] < 2 or bool((mask[:, 1:] <= mask[:, :-1]).all()):
+        return None
+    return mask
+
+
 class NonFiniteTraining(RuntimeError):
     """The loss or the trained weights stopped being finite: the run stops, exporting nothing."""
 
@@ -219,7 +229,7 @@ class IPRModule(L.LightningModule):
             mask = attention_mask_for(model, batch["pair_mask"])
             extra = {"position_ids": batch["position_ids"]}
         else:
-            mask, extra = batch["attention_mask"], {}
+            mask, extra = causal_mask_or_none(batch["attention_mask"]), {}
         if parts is None:
             x = model(input_ids=ids, attention_mask=mask, use_cache=False, **extra).logits
             head = None
