@@ -244,6 +244,37 @@ def test_reset_returns_to_the_chosen_game(games: Path):
         env.reset(options={"task_id": "json_2.1.1/train/nope/game.tw-pddl"})
 
 
+def _downward_copies() -> int:
+    """fast-downward library copies this process has mapped (one per engine ever built)."""
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    return len({line.split()[4] for line in maps if "libdownward" in line})  # inodes
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads Linux /proc")
+def test_closed_envs_hand_their_engine_on_so_library_copies_stay_bounded(games: Path):
+    # Each engine maps its own 34 MB copy of the library for the rest of the process: one per
+    # environment ever made filled the disk in a 3-seed ipr-bench.
+    game = AlfworldEnv(games, "valid_seen").task_ids()[0]
+    before = _downward_copies()
+    observations = []
+    for _ in range(6):  # an evaluation after an evaluation after ...: a pool made, closed
+        pool = [AlfworldEnv(games, "valid_seen") for _ in range(2)]
+        for env in pool:
+            observations.append(env.reset(options={"task_id": game})[0])
+            env.close()
+    assert _downward_copies() - before <= 3  # the first env's engine and the pool's two
+    assert len(set(observations)) == 1
+    # A closed env plays again, on an engine that last played another game.
+    env = pool[0]
+    other = AlfworldEnv(games, "valid_seen")
+    second = other.task_ids()[1]
+    other.reset(options={"task_id": second})
+    other.close()
+    env.reset(options={"task_id": game})
+    obs, _, _, _, _ = env.step("Action: look")
+    assert "Nothing happens" not in obs and env.engine.game_file.endswith(game)
+
+
 def test_rationales_only_mention_what_was_seen(train_trajs: list):
     for traj in train_trajs:
         seen = traj.turns[2].content

@@ -33,6 +33,7 @@ import json
 import random
 import re
 import sys
+import threading
 import zlib
 from collections import defaultdict
 from pathlib import Path
@@ -250,6 +251,7 @@ class GameEngine:
         from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
 
         install_engine_caches()
+        self.facts = facts
         infos = textworld.EnvInfos(won=True, admissible_commands=True, facts=facts)
         self._env = AlfredDemangler(_engine_class()(infos), shuffle=False)
         self.game_file: str | None = None
@@ -271,6 +273,31 @@ class GameEngine:
     def step(self, command: str) -> Any:
         self.state, _, _ = self._env.step(command)
         return self.state
+
+
+_IDLE: dict[bool, list[GameEngine]] = {False: [], True: []}
+_IDLE_LOCK = threading.Lock()
+
+
+def acquire_engine(facts: bool = False) -> GameEngine:
+    """An idle engine of this process, else a new one.
+
+    Every engine loads its own copy of fast-downward's library (34 MB; TextWorld copies it
+    to a temporary folder and deletes the file, and ctypes never unloads it), so each one
+    keeps 34 MB of the temporary disk taken until the process ends. Reusing released engines
+    bounds that by the most environments ever live at once; making one per environment let a
+    3-seed `ipr-bench` fill the disk (every evaluation and exploration builds up to 64)."""
+    with _IDLE_LOCK:
+        idle = _IDLE[facts]
+        if idle:
+            return idle.pop()
+    return GameEngine(facts=facts)
+
+
+def release_engine(engine: GameEngine) -> None:
+    """Hand an engine back for the next `acquire_engine` (its game stays loaded)."""
+    with _IDLE_LOCK:
+        _IDLE[engine.facts].append(engine)
 
 
 def intro_observation(feedback: str) -> str:

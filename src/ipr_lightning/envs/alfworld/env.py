@@ -27,9 +27,11 @@ from ipr_lightning.envs.alfworld.engine import (
     TASK_TYPES,
     ExpertTracker,
     GameEngine,
+    acquire_engine,
     convert_action,
     intro_observation,
     list_games,
+    release_engine,
     split_dir,
     task_type_of,
 )
@@ -87,7 +89,7 @@ class AlfworldEnv(TextEnv):
         self.action_style, self.expert = action_style, expert
         self._split_dir = split_dir(data_root, split)
         self._ids: list[str] | None = None
-        self._engine = GameEngine(facts=expert)  # facts feed the expert's predicates
+        self._engine: GameEngine | None = acquire_engine(expert)  # facts: the expert's predicates
         self._tracker = ExpertTracker() if expert else None
         self._examples: dict[str, list[Turn]] = {}
 
@@ -106,12 +108,24 @@ class AlfworldEnv(TextEnv):
     def engine_style(self) -> str:
         if self.action_style != "auto":
             return self.action_style
-        return "put" if self._engine.put_template.startswith("put") else "move"
+        return "put" if self.engine.put_template.startswith("put") else "move"
+
+    @property
+    def engine(self) -> GameEngine:
+        if self._engine is None:  # reset() after close()
+            self._engine = acquire_engine(self.expert)
+        return self._engine
+
+    def close(self) -> None:
+        """Hand the game engine back to the process's idle ones (see `acquire_engine`)."""
+        if self._engine is not None:
+            release_engine(self._engine)
+            self._engine = None
 
     def _reset(self, task_id: str) -> tuple[str, dict[str, Any]]:
         path = self.game_path(task_id)
-        self._engine.load(path)
-        state = self._engine.reset()
+        self.engine.load(path)
+        state = self.engine.reset()
         info: dict[str, Any] = {
             "won": False,
             "game_file": task_id,
@@ -124,7 +138,7 @@ class AlfworldEnv(TextEnv):
 
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
         command = convert_action(action, self.engine_style)
-        state = self._engine.step(command)
+        state = self.engine.step(command)
         won = bool(state["won"])
         info: dict[str, Any] = {"won": won, "command": command}
         if self._tracker is not None:
