@@ -167,9 +167,9 @@ class DataConfig:
     no length grouping."""
     loss_on: str = "assistant"
     """Tokens the SFT phase's loss is taken on: `assistant` (the paper: the agent's turns
-    only) or `all` (every token, the prompts and the environment's observations too: a model
-    trained from scratch learns to read its observations sooner when it also has to predict
-    them). Preference phases, and their SFT term, always score the agent's turns only."""
+    only) or `all` (every token, the prompts and the environment's observations too: for a
+    model trained from scratch, which must learn the observations' language as well).
+    Preference phases, and their SFT term, always score the agent's turns only."""
     pairs_file: str | None = None
     """Preference pairs (the pairs JSON of the README's "Data formats"): `ipr-fit` then trains
     only the preference objective on them -- no SFT, no environment, no exploration -- for
