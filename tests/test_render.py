@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from ipr_lightning.config import ConfigError
+from ipr_lightning.config import ConfigError, DataConfig
 from ipr_lightning.data.datasets import PairCollator, PairDataset, SFTCollator, SFTDataset
 from ipr_lightning.data.records import PreferencePair, Trajectory, Turn
 from ipr_lightning.data.render import (
@@ -17,6 +17,7 @@ from ipr_lightning.data.render import (
     render_conversation,
     render_text,
 )
+from ipr_lightning.lightning.datamodule import IPRDataModule
 from ipr_lightning.models import build_tiny_tokenizer
 
 TURNS = [
@@ -198,9 +199,6 @@ def test_length_grouped_batches_cover_every_row_once_with_little_padding():
 
 
 def test_sft_loss_on_all_tokens_labels_prompts_and_observations_too(tiny_tok):
-    from ipr_lightning.config import DataConfig
-    from ipr_lightning.lightning.datamodule import IPRDataModule
-
     def rows(loss_on: str, max_length: int = 4096):
         data = IPRDataModule(DataConfig(val_fraction=0.0, loss_on=loss_on, max_length=max_length))
         data.connect(tiny_tok)
