@@ -89,7 +89,7 @@ class AlfworldEnv(TextEnv):
         self.action_style, self.expert = action_style, expert
         self._split_dir = split_dir(data_root, split)
         self._ids: list[str] | None = None
-        self._engine: GameEngine | None = acquire_engine(expert)  # facts: the expert's predicates
+        self._engine: GameEngine | None = None  # taken when a game is first played
         self._tracker = ExpertTracker() if expert else None
         self._examples: dict[str, list[Turn]] = {}
 
@@ -112,7 +112,7 @@ class AlfworldEnv(TextEnv):
 
     @property
     def engine(self) -> GameEngine:
-        if self._engine is None:  # reset() after close()
+        if self._engine is None:  # facts feed the expert's predicates
             self._engine = acquire_engine(self.expert)
         return self._engine
 
