@@ -57,6 +57,10 @@ def test_the_report_has_every_table_plot_and_csv_row(tiny_bench):
         "## Average reward (x100) on valid_unseen",
         "## Pairs, rollouts and wall time per iteration",
         "## Step-value diagnostics",
+        "## Agent behaviour on valid_unseen",
+        "**Invalid actions (%)**",
+        "**Malformed outputs (%)**",
+        "**Turns per episode**",
     ):
         assert heading in md
     assert "| method | SFT (it 0) | it 1 | last | best (it) |" in md
@@ -68,6 +72,9 @@ def test_the_report_has_every_table_plot_and_csv_row(tiny_bench):
         assert (root / png).read_bytes()[:4] == b"\x89PNG"
     rows = list(csv.DictReader((root / "results.csv").open()))
     got = {(r["method"], r["iteration"], r["split"]) for r in rows}
+    for r in rows:  # the behaviour columns come from each evaluation's summary
+        assert 0 <= float(r["invalid_rate"]) <= 1 and 0 <= float(r["malformed_rate"]) <= 1
+        assert float(r["avg_turns"]) > 0
     splits = ("valid_unseen", "valid_seen")
     assert got == {("sft", "0", s) for s in splits} | {
         (m, "1", s) for m in ("eto", "ipr") for s in splits
@@ -179,6 +186,9 @@ def test_report_tables_label_best_and_last_iterations():
     )
     assert best_and_last({0: [0.1], 1: [0.1], 2: [0.0]}) == (0, 2)  # ties: the earliest
     assert fmt([0.25]) == "25.0" and fmt([]) == "-" and fmt([0.1, 0.3], n=3) == "20.0 ± 14.1 (n=2)"
+    unranked = metric_table(rows, bench, "u", "success_rate", 100.0, ranked=False)
+    assert unranked[0] == "| method | SFT (it 0) | it 1 | it 2 |"  # no best / last
+    assert unranked[3] == "| IPR | 30.0 ± 14.1 | 60.0 ± 14.1 | 40.0 ± 14.1 |"
     rows = [r for r in rows if r["seed"] == 0 or r["iteration"] < 2]  # seed 1 not done yet
     assert "| 30.0 ± 14.1 | 60.0 ± 14.1 | 30.0 (n=1) | 30.0 (n=1) (it 2) |" in "\n".join(
         metric_table(rows, bench, "u", "success_rate", 100.0)

@@ -25,6 +25,9 @@ CSV_FIELDS = (
     "split",
     "success_rate",
     "avg_reward",
+    "invalid_rate",
+    "malformed_rate",
+    "avg_turns",
     "episodes",
     "pairs_outcome",
     "pairs_step",
@@ -94,6 +97,9 @@ def csv_rows(cells: Sequence[Cell]) -> list[dict]:
                         "split": split,
                         "success_rate": s["success_rate"],
                         "avg_reward": s["avg_reward"],
+                        "invalid_rate": s.get("invalid_rate"),
+                        "malformed_rate": s.get("malformed_rate"),
+                        "avg_turns": s.get("avg_turns"),
                         "episodes": s["episodes"],
                         "pairs_outcome": e.get("pairs/outcome"),
                         "pairs_step": e.get("pairs/step"),
@@ -143,10 +149,19 @@ def best_and_last(by_it: dict[int, list[float]]) -> tuple[int, int]:
 
 
 def metric_table(
-    rows: Sequence[dict], bench: BenchConfig, split: str, key: str, scale: float
+    rows: Sequence[dict],
+    bench: BenchConfig,
+    split: str,
+    key: str,
+    scale: float,
+    ranked: bool = True,
+    digits: int = 1,
 ) -> list[str]:
+    """Per method, `key` per iteration (mean ± std over seeds); `ranked` adds the last and the
+    best iteration (higher is better: success, reward)."""
     its = range(bench.iterations + 1)
-    head = ["method", "SFT (it 0)", *(f"it {k}" for k in its if k), "last", "best (it)"]
+    head = ["method", "SFT (it 0)", *(f"it {k}" for k in its if k)]
+    head += ["last", "best (it)"] if ranked else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     n = len(bench.seeds)
     for method in (SFT, *bench.methods):
@@ -154,9 +169,12 @@ def metric_table(
         if not by_it or (method != SFT and max(by_it) == 0):
             continue  # not run yet (the header lists unfinished cells)
         if method == SFT:
-            cells = [fmt(by_it[0], scale, n=n), *("" for k in its if k)]
+            cells = [fmt(by_it[0], scale, digits, n=n), *("" for k in its if k)]
         else:
-            cells = [fmt(by_it.get(k, []), scale, n=n) for k in its]
+            cells = [fmt(by_it.get(k, []), scale, digits, n=n) for k in its]
+        if not ranked:
+            lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
+            continue
         best, last = best_and_last(by_it)
         cells += [
             f"{fmt(by_it[last], scale, n=n)} (it {last})",
@@ -325,6 +343,22 @@ def write_report(
                "success_rate", 100.0), ""]  # fmt: skip
         md += [f"## Average reward (x100) on {split}", "", *metric_table(rows, bench, split,
                "avg_reward", 100.0), ""]  # fmt: skip
+        md += [
+            f"## Agent behaviour on {split}",
+            "",
+            "Invalid: actions the environment rejected (ALFWorld: `Nothing happens.`); "
+            "malformed: outputs with no parsable action; both as shares of the agent's "
+            "actions. Invalid actions rising after DPO while success stays flat is the policy "
+            "drifting from what SFT taught it.",
+            "",
+        ]
+        for title, key, scale in (
+            ("Invalid actions (%)", "invalid_rate", 100.0),
+            ("Malformed outputs (%)", "malformed_rate", 100.0),
+            ("Turns per episode", "avg_turns", 1.0),
+        ):
+            table = metric_table(rows, bench, split, key, scale, ranked=False)
+            md += [f"**{title}**", "", *table, ""]
         groups = group_table(cells, bench, split)
         if groups:
             md += [f"## Success (%) by task type on {split}, last iteration", "", *groups, ""]
