@@ -131,10 +131,41 @@ def test_a_changed_config_is_refused_naming_the_keys(tiny_bench):
     config, root, _, cache_dir = tiny_bench
     changed = bench_cli(config, root.parent, cache_dir, "ipr.mc_samples=3", "optim.lr=0.02")
     assert changed.returncode == 2
-    assert "other settings (ipr.mc_samples, optim.lr)" in changed.stderr
+    assert "seed_0/sft was run with other settings (optim.lr)" in changed.stderr
     assert len(changed.stderr.strip().splitlines()) == 1
+    # the SFT cell runs no iteration: only the method cells were run with other IPR settings
+    changed = bench_cli(config, root.parent, cache_dir, "ipr.mc_samples=3")
+    assert changed.returncode == 2
+    assert "seed_0/eto was run with other settings (ipr.mc_samples)" in changed.stderr
     harmless = bench_cli(config, root.parent, cache_dir, "wandb.project=other")
     assert harmless.returncode == 0, harmless.stderr[-2000:]
+
+
+def test_a_bench_can_start_from_another_benchs_sft_cells(tiny_bench, tmp_path):
+    """bench.sft_from: the methods start from the other bench's SFT checkpoints (read, never
+    written) under other preference-phase settings; other SFT settings are refused, and a
+    missing SFT cell is a one-line error before anything runs."""
+    config, root, _, cache_dir = tiny_bench
+    sft = root / "seed_0" / "sft"
+    before = {p: p.stat().st_mtime_ns for p in sft.rglob("*") if p.is_file()}
+    args = [f"bench.sft_from={root}", "bench.name=sweep", "bench.methods=[eto]", "ipr.lr=5e-5"]
+    done = bench_cli(config, tmp_path, cache_dir, *args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sweep = tmp_path / "sweep"
+    assert not (sweep / "seed_0" / "sft").exists()
+    assert {p: p.stat().st_mtime_ns for p in sft.rglob("*") if p.is_file()} == before
+    phases = (sweep / "seed_0" / "eto" / "phases.jsonl").read_text().splitlines()
+    assert phases[0] == (sft / "phases.jsonl").read_text().splitlines()[0]
+    assert json.loads(phases[1])["phase"] == "iteration 1"
+    assert "| SFT |" in done.stdout and "| ETO |" in done.stdout and f"`{root}`'s" in done.stdout
+
+    refused = bench_cli(config, tmp_path, cache_dir, *args, "optim.lr=0.02")
+    assert refused.returncode == 2 and "seed_0/sft was run with other settings (optim.lr)" in (
+        refused.stderr
+    )
+    missing = bench_cli(config, tmp_path, cache_dir, f"bench.sft_from={tmp_path}", "bench.name=x")
+    assert missing.returncode == 2 and "is not a finished SFT cell" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
 
 
 def test_an_interrupted_method_cell_resumes(tiny_bench, tmp_path):

@@ -56,6 +56,8 @@ def report(bench: BenchConfig, config: str) -> str:
         + (f"; not finished: {', '.join(unfinished)}." if unfinished else "."),
         "",
     ]
+    if bench.sft_from:
+        header[0] += f" The SFT cells (counted above) are `{bench.sft_from}`'s."
     all_cells = read_cells(bench)
     rows = csv_rows(all_cells)
     path, text = write_report(bench, all_cells, rows, header)

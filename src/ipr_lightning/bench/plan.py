@@ -64,6 +64,12 @@ class BenchConfig:
     """Held-out splits evaluated after SFT and every iteration; the first one picks the
     best iteration in the plots."""
 
+    sft_from: str = ""
+    """Another bench's folder (`<out_dir>/<name>`) whose finished SFT cells this bench starts
+    from instead of training its own: for trying the methods' settings (`ipr.*`, `loss.*`)
+    on the same SFT policies. Every other setting must be the one those cells ran with; they
+    are read, never written."""
+
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
@@ -80,6 +86,8 @@ class BenchConfig:
         return Path(self.out_dir) / self.name
 
     def cell_dir(self, seed: int, method: str) -> Path:
+        if method == SFT and self.sft_from:
+            return Path(self.sft_from) / f"seed_{seed}" / SFT
         return self.root / f"seed_{seed}" / method
 
 

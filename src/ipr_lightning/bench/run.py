@@ -91,10 +91,15 @@ def seed_from_sft(sft: Path, cell: Path, siblings: list[Path]) -> None:
     tmp.replace(last_checkpoint(cell))
 
 
+SFT_IGNORES = ("ipr.", "loss.")  # the preference phases' settings: an SFT cell has none
+
+
 def changed_keys(saved: RunConfig, now: RunConfig) -> list[str]:
-    """Config keys whose values differ, but those that cannot change a result. Paths inside
+    """Config keys whose values differ, but those that cannot change a result (for an SFT
+    cell, which runs no iteration, the preference phases' settings neither). Paths inside
     the cells' bench folder are compared relative to it, so a bench folder may be moved."""
-    return [k for k in config_changes(saved, now) if not k.startswith(HARMLESS_KEYS)]
+    harmless = HARMLESS_KEYS + (SFT_IGNORES if saved.ipr.iterations == 0 else ())
+    return [k for k in config_changes(saved, now) if not k.startswith(harmless)]
 
 
 def check_unchanged(folder: Path, cfg: RunConfig) -> None:
@@ -128,7 +133,14 @@ def config_of(bench: BenchConfig, raw, path: str | Path, seed: int, method: str)
 
 
 def check_cells(bench: BenchConfig, raw, path: str | Path) -> None:
-    """Every cell already on disk was run with the settings the bench has now."""
+    """Every cell already on disk was run with the settings the bench has now (and every
+    SFT cell of `bench.sft_from` is finished)."""
+    for seed in bench.seeds if bench.sft_from else ():
+        if not is_done(bench.cell_dir(seed, SFT)):
+            raise ConfigError(
+                f"bench.sft_from: {bench.cell_dir(seed, SFT)} is not a finished SFT cell: "
+                "finish that bench first (or leave bench.sft_from out to train SFT here)"
+            )
     for seed, method in cells(bench):
         folder = bench.cell_dir(seed, method)
         if (folder / "config.yaml").is_file():
