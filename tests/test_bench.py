@@ -49,7 +49,7 @@ def tiny_bench(tiny_model_cfg, tmp_path_factory):
 
 
 def test_the_report_has_every_table_plot_and_csv_row(tiny_bench):
-    _, root, stdout, _ = tiny_bench
+    config, root, stdout, _ = tiny_bench
     md = (root / "results.md").read_text()
     for heading in (
         "## Success rate (%) on valid_unseen",
@@ -67,6 +67,7 @@ def test_the_report_has_every_table_plot_and_csv_row(tiny_bench):
     for label in ("| SFT |", "| ETO |", "| IPR |"):
         assert label in md
     assert "(it 1)" in md and "Seeds 0;" in md
+    assert f"Command: `ipr-bench --config {config} bench.out_dir=" in md  # with its overrides
     assert md.strip() in stdout  # the command prints the report it wrote
     for png in ("success.png", "pairs.png", "step_values.png"):
         assert (root / png).read_bytes()[:4] == b"\x89PNG"

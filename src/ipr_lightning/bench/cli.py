@@ -16,6 +16,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 
 from ipr_lightning import stopping
 from ipr_lightning.bench.plan import BenchConfig, cells, load_bench
@@ -41,7 +42,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_known_args(argv)
 
 
-def report(bench: BenchConfig, config: str) -> str:
+def report(bench: BenchConfig, config: str, overrides: Sequence[str] = ()) -> str:
     records = [
         json.loads((bench.cell_dir(*c) / CELL_DONE).read_text())
         for c in cells(bench)
@@ -49,8 +50,9 @@ def report(bench: BenchConfig, config: str) -> str:
     ]
     unfinished = [f"seed {s} {m}" for s, m in cells(bench) if not is_done(bench.cell_dir(s, m))]
     machines = sorted({r.get("machine", "?") for r in records})
+    command = " ".join(["ipr-bench --config", config, *overrides])
     header = [
-        f"Command: `ipr-bench --config {config}`. Machine{'s' * (len(machines) > 1)}: "
+        f"Command: `{command}`. Machine{'s' * (len(machines) > 1)}: "
         f"{'; '.join(machines) or '-'}. {len(records)}/{len(cells(bench))} cells finished in "
         f"{sum(r['seconds_last_launch'] for r in records) / 60:.1f} min (their last launches)"
         + (f"; not finished: {', '.join(unfinished)}." if unfinished else "."),
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ipr-bench: ran {len(todo)} cells in {time.perf_counter() - start:.0f} s")
         elif not todo:
             print(f"ipr-bench: all {len(cells(bench))} cells of {bench.root} are finished")
-        text = report(bench, args.config)
+        text = report(bench, args.config, rest)
     except USER_ERRORS as exc:
         print(f"ipr-bench: error: {exc}", file=sys.stderr)
         return 2
