@@ -155,7 +155,6 @@ def metric_table(
     key: str,
     scale: float,
     ranked: bool = True,
-    digits: int = 1,
 ) -> list[str]:
     """Per method, `key` per iteration (mean ± std over seeds); `ranked` adds the last and the
     best iteration (higher is better: success, reward)."""
@@ -169,9 +168,9 @@ def metric_table(
         if not by_it or (method != SFT and max(by_it) == 0):
             continue  # not run yet (the header lists unfinished cells)
         if method == SFT:
-            cells = [fmt(by_it[0], scale, digits, n=n), *("" for k in its if k)]
+            cells = [fmt(by_it[0], scale, n=n), *("" for k in its if k)]
         else:
-            cells = [fmt(by_it.get(k, []), scale, digits, n=n) for k in its]
+            cells = [fmt(by_it.get(k, []), scale, n=n) for k in its]
         if not ranked:
             lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
             continue
