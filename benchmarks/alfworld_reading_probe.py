@@ -1,15 +1,20 @@
-"""Does an ALFWorld policy read its observations? A teacher-forced probe.
+"""Does an ALFWorld policy read its observations? A teacher-forced, counterfactual probe.
 
-On the expert trajectories of a held-out split, after each observation the expert writes
-either "Thought: There is no <object> ..." (the target is not listed) or "Thought: There is a
-<object> ..." (it is). The probe feeds each expert trajectory to the model and counts how
-often the model's most likely next token after "There is" is the expert's; it prints that
-accuracy beside the majority baseline (always the more common answer). A policy at the
-baseline does not read whether the object is there. It also prints the share of expert
-turns the model reproduces token for token.
+On the expert trajectories of a split, every expert turn that follows an observation listing
+what a receptacle holds ("..., you see a apple 1, and a mug 2.") is a *reading decision*:
+the expert takes the object it looks for when the list has it ("present") and moves on when
+it does not ("absent"). The probe gives the policy the expert's history up to that
+observation, generates its turn greedily, and counts how often it takes (`take ...`). It then
+asks the same question with the list changed and nothing else: the sought object removed
+from a present list, added to an absent one. A policy that reads takes in the first case and
+not in the second; one that does not read answers the same either way.
+
+Printed per kind: decisions, how often the policy took, and how often its answer followed the
+changed list ("flips"). Accuracy on the real lists alone can look good without any reading
+when most lists lack the object; the flips cannot.
 
     python benchmarks/alfworld_reading_probe.py --run bench/alfworld_cpu/seed_0/sft
-    python benchmarks/alfworld_reading_probe.py --run <run> --split train --limit 50
+    python benchmarks/alfworld_reading_probe.py --run <run> --split train --limit 100
 
 Not a test: nothing is asserted.
 """
@@ -17,19 +22,104 @@ Not a test: nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+from ipr_lightning.data.records import Trajectory, Turn
+from ipr_lightning.envs.base import parse_react
 
-from ipr_lightning.config import load_config
-from ipr_lightning.data.render import ensure_chat_template, render_conversation
-from ipr_lightning.envs import build_env
-from ipr_lightning.models import load_tokenizer
+SEE = "you see "
 
-MARK = "Thought: There is"
+
+@dataclass(frozen=True)
+class Decision:
+    """One reading decision: the history before the expert's turn (ending on the
+    observation), the same history with the list changed, and whether the sought object is
+    really listed."""
+
+    history: list[Turn]
+    changed: list[Turn]
+    present: bool
+
+
+def listed(observation: str) -> list[str]:
+    """The items after "you see" ("a apple 1, and a mug 2." -> ["apple 1", "mug 2"])."""
+    if SEE not in observation:
+        return []
+    text = observation.split(SEE, 1)[1].strip().rstrip(".")
+    if text == "nothing":
+        return []
+    items = [p.strip().removeprefix("and ").strip() for p in text.split(", ")]
+    return [i.split(" ", 1)[1] for i in items if i.startswith(("a ", "an "))]
+
+
+def with_items(observation: str, items: Sequence[str]) -> str:
+    """`observation` with its list replaced by `items`, written as ALFWorld writes lists."""
+    head = observation.split(SEE, 1)[0] + SEE
+    words = [f"a {i}" for i in items]
+    if not words:
+        return head + "nothing."
+    if len(words) == 1:
+        return f"{head}{words[0]}."
+    return f"{head}{', '.join(words[:-1])}, and {words[-1]}."
+
+
+def decisions(trajectory: Trajectory) -> list[Decision]:
+    """The reading decisions of one expert trajectory, up to its first `take` of the object
+    it was looking for (later lists are read for other things)."""
+    turns = trajectory.turns
+    takes = [parse_react(t.content).action for t in turns if t.role == "assistant"]
+    first_take = next((a for a in takes if a and a.startswith("take ")), None)
+    if first_take is None:
+        return []
+    item = re.match(r"take (.+?) from ", first_take)
+    if item is None:
+        return []
+    sought, kind = item[1], item[1].split()[0]
+    found = []
+    for i, turn in enumerate(turns):
+        if turn.role != "assistant" or i == 0 or turns[i - 1].role != "user":
+            continue
+        obs, action = turns[i - 1].content, parse_react(turn.content).action or ""
+        if SEE not in obs or obs.startswith("You are in the middle"):
+            continue
+        items = listed(obs)
+        present = any(x.split()[0] == kind for x in items)
+        if present:
+            changed = with_items(obs, [x for x in items if x.split()[0] != kind])
+        else:
+            changed = with_items(obs, [sought, *items])
+        history = list(turns[:i])
+        found.append(Decision(history, [*history[:-1], Turn("user", changed)], present))
+        if action.startswith("take "):
+            break
+    return found
+
+
+def tally(cases: Sequence[Decision], act: Callable[[list[Turn]], str]) -> dict[str, list[int]]:
+    """{"present"/"absent": [decisions, took on the real list, answers that flipped]}."""
+    out = {"present": [0, 0, 0], "absent": [0, 0, 0]}
+    for case in cases:
+        took = act(case.history).startswith("take ")
+        took_changed = act(case.changed).startswith("take ")
+        row = out["present" if case.present else "absent"]
+        row[0] += 1
+        row[1] += took
+        row[2] += took != took_changed
+    return out
 
 
 def main() -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ipr_lightning.config import load_config
+    from ipr_lightning.data.render import ensure_chat_template, render_text
+    from ipr_lightning.envs import build_env
+    from ipr_lightning.models import load_tokenizer
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="an ipr-fit run folder (config + adapter)")
     parser.add_argument("--split", default="valid_unseen")
@@ -38,34 +128,28 @@ def main() -> None:
     run = Path(args.run)
     cfg = load_config(run / "config.yaml")
     tok = ensure_chat_template(load_tokenizer(cfg.model))
-    from transformers import AutoModelForCausalLM
-
     model = AutoModelForCausalLM.from_pretrained(run / "adapter").eval()  # full fine-tuning
-    experts = build_env(cfg.env, args.split).expert()[: args.limit]
-    mark = tok(MARK, add_special_tokens=False)["input_ids"]
-    right = total = no = turns_right = turns = 0
-    for traj in experts:
-        r = render_conversation(tok, traj.turns, 1 << 16)
+
+    def act(history: list[Turn]) -> str:
+        ids = tok(render_text(tok, history, True), add_special_tokens=False, return_tensors="pt")
         with torch.no_grad():
-            pred = model(torch.tensor([r.input_ids])).logits[0].argmax(-1).tolist()
-        ids, trained = r.input_ids, [i for i, label in enumerate(r.labels) if label != -100]
-        spans = [[trained[0]]]
-        for i in trained[1:]:
-            spans[-1].append(i) if i == spans[-1][-1] + 1 else spans.append([i])
-        for span in spans[1:]:  # the first is the "OK" to the instruction
-            turns += 1
-            turns_right += all(pred[i - 1] == ids[i] for i in span)
-            start = span[0]
-            if ids[start : start + len(mark)] == mark:
-                at = start + len(mark)
-                total += 1
-                right += pred[at - 1] == ids[at]
-                no += tok.decode(ids[at]).strip() == "no"
-    base = max(no, total - no) / max(total, 1)
-    print(f"{args.split}: {len(experts)} expert trajectories, {turns} assistant turns")
-    print(f"  '{MARK} no/a' right   {right}/{total} = {right / max(total, 1):.3f}")
-    print(f"  majority baseline        {base:.3f} ({no} of {total} are 'no')")
-    print(f"  turns reproduced exactly {turns_right}/{turns} = {turns_right / max(turns, 1):.3f}")
+            out = model.generate(
+                **ids, max_new_tokens=64, do_sample=False, pad_token_id=tok.pad_token_id
+            )
+        text = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+        return parse_react(text).action or ""
+
+    experts = build_env(cfg.env, args.split).expert()[: args.limit]
+    cases = [d for traj in experts for d in decisions(traj)]
+    counts = tally(cases, act)
+    print(f"{args.split}: {len(experts)} expert trajectories, {len(cases)} reading decisions")
+    for kind, (n, took, flips) in counts.items():
+        want = "takes" if kind == "present" else "moves on"
+        right = took if kind == "present" else n - took
+        print(
+            f"  {kind:8} {n:4}  the policy {want}: {right}/{n} = {right / max(n, 1):.3f}"
+            f"   answer follows the changed list: {flips}/{n} = {flips / max(n, 1):.3f}"
+        )
 
 
 if __name__ == "__main__":
