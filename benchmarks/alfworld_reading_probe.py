@@ -98,16 +98,20 @@ def decisions(trajectory: Trajectory) -> list[Decision]:
     return found
 
 
-def tally(cases: Sequence[Decision], act: Callable[[list[Turn]], str]) -> dict[str, list[int]]:
-    """{"present"/"absent": [decisions, took on the real list, answers that flipped]}."""
+def tally(
+    cases: Sequence[Decision], act: Callable[[list[list[Turn]]], list[str]]
+) -> dict[str, list[int]]:
+    """{"present"/"absent": [decisions, took on the real list, answers that flipped]};
+    `act` answers a batch of histories (one action each)."""
+    answers = act([c.history for c in cases] + [c.changed for c in cases])
     out = {"present": [0, 0, 0], "absent": [0, 0, 0]}
-    for case in cases:
-        took = act(case.history).startswith("take ")
-        took_changed = act(case.changed).startswith("take ")
+    n = len(cases)
+    for case, real, changed in zip(cases, answers[:n], answers[n:], strict=True):
+        took = real.startswith("take ")
         row = out["present" if case.present else "absent"]
         row[0] += 1
         row[1] += took
-        row[2] += took != took_changed
+        row[2] += took != changed.startswith("take ")
     return out
 
 
@@ -124,20 +128,33 @@ def main() -> None:
     parser.add_argument("--run", required=True, help="an ipr-fit run folder (config + adapter)")
     parser.add_argument("--split", default="valid_unseen")
     parser.add_argument("--limit", type=int, default=60, help="expert trajectories probed")
+    parser.add_argument("--batch-size", type=int, default=16, help="histories per generate call")
     args = parser.parse_args()
     run = Path(args.run)
     cfg = load_config(run / "config.yaml")
     tok = ensure_chat_template(load_tokenizer(cfg.model))
     model = AutoModelForCausalLM.from_pretrained(run / "adapter").eval()  # full fine-tuning
 
-    def act(history: list[Turn]) -> str:
-        ids = tok(render_text(tok, history, True), add_special_tokens=False, return_tensors="pt")
-        with torch.no_grad():
-            out = model.generate(
-                **ids, max_new_tokens=64, do_sample=False, pad_token_id=tok.pad_token_id
-            )
-        text = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
-        return parse_react(text).action or ""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(device)
+    tok.padding_side = "left"  # batched greedy generation continues every row at its end
+
+    def act(histories: list[list[Turn]]) -> list[str]:
+        actions = []
+        for i in range(0, len(histories), args.batch_size):
+            texts = [render_text(tok, h, True) for h in histories[i : i + args.batch_size]]
+            ids = tok(texts, add_special_tokens=False, return_tensors="pt", padding=True)
+            with torch.no_grad():
+                out = model.generate(
+                    **ids.to(device),
+                    max_new_tokens=64,
+                    do_sample=False,
+                    pad_token_id=tok.pad_token_id,
+                )
+            for row in out[:, ids["input_ids"].shape[1] :]:
+                text = tok.decode(row, skip_special_tokens=True)
+                actions.append(parse_react(text).action or "")
+        return actions
 
     experts = build_env(cfg.env, args.split).expert()[: args.limit]
     cases = [d for traj in experts for d in decisions(traj)]

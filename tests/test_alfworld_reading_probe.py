@@ -55,11 +55,13 @@ def test_decisions_stop_at_the_take_and_change_only_the_list():
 def test_a_reader_flips_every_answer_and_a_non_reader_none():
     cases = probe.decisions(expert())
 
-    def reader(history):
-        return "take pen 2 from x" if " pen 2" in history[-1].content else "go to shelf 1"
+    def reader(histories):
+        return [
+            "take pen 2 from x" if " pen 2" in h[-1].content else "go to shelf 1" for h in histories
+        ]
 
     assert probe.tally(cases, reader) == {"present": [1, 1, 1], "absent": [2, 0, 2]}
-    assert probe.tally(cases, lambda h: "go to desk 1") == {
+    assert probe.tally(cases, lambda hs: ["go to desk 1"] * len(hs)) == {
         "present": [1, 0, 0],
         "absent": [2, 0, 0],
     }
