@@ -520,7 +520,12 @@ def can_merge_exactly(model: torch.nn.Module) -> bool:
 def inference_context(model: torch.nn.Module, adapter: str | None) -> Iterator[None]:
     """Compute with LoRA adapter `adapter` (None: the model as it is) in eval mode; when
     `can_merge_exactly`, the adapter is merged into the weights inside (decoding then skips
-    LoRA's extra matmuls: ~25-45% faster per token for SmolLM2 on CPU) and unmerged on exit."""
+    LoRA's extra matmuls: ~25-45% faster per token for SmolLM2 on CPU) and unmerged on exit.
+
+    Unmerging subtracts what merging added, which leaves the base weights a rounding off
+    (~1 ulp per cycle, drifting over the thousands of cycles of a run, and a resumed run's
+    freshly loaded weights differing from an uninterrupted run's). So the adapted base
+    weights are kept aside while merged (a copy of them) and put back bit for bit."""
     if not isinstance(model, peft.PeftModel):
         training = model.training
         model.eval()
@@ -534,11 +539,18 @@ def inference_context(model: torch.nn.Module, adapter: str | None) -> Iterator[N
         if not can_merge_exactly(model):
             yield
             return
+        from peft.tuners.lora import LoraLayer
+
+        bases = [m.get_base_layer() for m in model.modules() if isinstance(m, LoraLayer)]
+        kept = [{n: p.detach().clone() for n, p in b.named_parameters()} for b in bases]
         model.merge_adapter([adapter or model.active_adapter])
         try:
             yield
         finally:
-            model.unmerge_adapter()
+            model.unmerge_adapter()  # peft's bookkeeping; then the exact weights
+            for base, params in zip(bases, kept, strict=True):
+                for name, param in base.named_parameters():
+                    param.data.copy_(params[name])
 
 
 def _restore_flags(model: torch.nn.Module, flags: dict[torch.nn.Parameter, bool]) -> None:
