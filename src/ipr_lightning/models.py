@@ -504,15 +504,20 @@ def reference_context(model: torch.nn.Module, adapter: str | None = None) -> Ite
             module.training = training
 
 
-def can_merge_exactly(model: torch.nn.Module) -> bool:
-    """Whether merging LoRA into the base weights and back is (nearly) lossless: a peft
-    model whose adapted base weights are all float32 (one rounding each way, ~1e-7 relative;
-    bf16 or 4-bit base weights would drift)."""
+def _lora_bases(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The base layers that `model`'s LoRA adapters wrap."""
     from peft.tuners.lora import LoraLayer
 
+    return [m.get_base_layer() for m in model.modules() if isinstance(m, LoraLayer)]
+
+
+def can_merge_exactly(model: torch.nn.Module) -> bool:
+    """Whether a merged LoRA adapter computes (nearly) what the unmerged one does: a peft
+    model whose adapted base weights are all float32 (one rounding, ~1e-7 relative; bf16 or
+    4-bit base weights would lose the adapter's small updates)."""
     if not isinstance(model, peft.PeftModel):
         return False
-    weights = [m.get_base_layer().weight for m in model.modules() if isinstance(m, LoraLayer)]
+    weights = [base.weight for base in _lora_bases(model)]
     return bool(weights) and all(w.dtype == torch.float32 for w in weights)
 
 
@@ -539,9 +544,7 @@ def inference_context(model: torch.nn.Module, adapter: str | None) -> Iterator[N
         if not can_merge_exactly(model):
             yield
             return
-        from peft.tuners.lora import LoraLayer
-
-        bases = [m.get_base_layer() for m in model.modules() if isinstance(m, LoraLayer)]
+        bases = _lora_bases(model)
         kept = [{n: p.detach().clone() for n, p in b.named_parameters()} for b in bases]
         model.merge_adapter([adapter or model.active_adapter])
         try:
