@@ -98,6 +98,7 @@ class IPRLoop(L.Callback):
             cfg.seed,
             rules,
             tuple(ipr.pair_types),
+            ipr.mc,
         )
         self._exploring = (train_handle, tasks, settings)
         self.exploration: Exploration | None = None  # built in `setup`, with this rank's store

@@ -2,6 +2,7 @@
 prefixes, the rollout store and resumption."""
 
 import json
+import random
 from collections import Counter
 from dataclasses import replace
 
@@ -13,7 +14,16 @@ from ipr_lightning.data.records import Turn
 from ipr_lightning.envs import build_env
 from ipr_lightning.ipr.experts import expert_tasks
 from ipr_lightning.ipr.explore import Exploration, ExploreSettings
-from ipr_lightning.ipr.pairs import PairRules, Side, outcome_pair, step_pair, step_winner
+from ipr_lightning.ipr.pairs import (
+    UNDECIDED,
+    PairRules,
+    Side,
+    ValueBound,
+    outcome_pair,
+    step_decision,
+    step_pair,
+    step_winner,
+)
 from ipr_lightning.ipr.store import RolloutStore
 from ipr_lightning.rollout.policy import Generation, Policy, ScriptedPolicy
 
@@ -263,3 +273,107 @@ def test_pair_types_decide_what_is_explored_and_paid_for(toy, tmp_path, pair_typ
         assert v["expert_value"] == 0.5 and v["agent_value"] == 0.0 and v["agent_reward"] == 0.0
     else:
         assert result.values == []
+
+
+# --- adaptive MC ---------------------------------------------------------------------------
+
+
+def test_adaptive_stopping_never_changes_a_decision_on_synthetic_value_streams():
+    """Streams of rollout rewards with known means (binary and graded): wherever the stopping
+    rule settles a comparison after m of N rollouts, the full N give the same decision, and
+    after all N it is always settled."""
+    rng = random.Random(0)
+    settled_early = 0
+    for trial in range(4000):
+        n = rng.randint(1, 8)
+        graded = trial % 2 == 1
+        p_e, p_a = rng.random(), rng.random()
+
+        def draw(p: float, graded: bool = graded) -> float:
+            return round(rng.random() * p * 2, 2) if graded else float(rng.random() < p)
+
+        e = [min(1.0, draw(p_e)) for _ in range(n)]
+        a = [min(1.0, draw(p_a)) for _ in range(n)]
+        rewards = rng.choice([(1.0, 0.0), (0.0, 1.0), (0.6, 0.1), (1.0, 1.0)])
+        rules = PairRules(
+            tau_traj=0.01, tau_step=rng.choice([0.0, 0.1, 0.2, 0.5]), agent_wins=trial % 3 > 0
+        )
+        final = step_winner(Side(A, rewards[0], sum(e) / n), Side(B, rewards[1], sum(a) / n), rules)
+        for m in range(n + 1):
+            got = step_decision(
+                *rewards, ValueBound(sum(e[:m]), m, n), ValueBound(sum(a[:m]), m, n), rules
+            )
+            if got != UNDECIDED:
+                assert got == final, (trial, m, e, a, rewards, rules)
+                settled_early += m < n
+            assert m < n or got != UNDECIDED
+    assert settled_early > 1000  # the rule does stop early, often
+
+
+def pair_decisions(result):
+    return [(p.id, p.chosen, p.rejected, p.meta["winner"]) for p in result.pairs]
+
+
+def test_adaptive_mc_builds_the_fixed_pairs_from_fewer_rollouts_and_resumes(toy, tmp_path):
+    handle, tasks = toy
+    look = ScriptedPolicy(lambda h: "Thought: hm.\nAction: look")
+    fixed = ExploreSettings(mc_samples=5, max_live=5, rules=PairRules(tau_step=0.2))
+    adaptive = replace(fixed, mc="adaptive")
+    runs = {}
+    for name, settings in (("fixed", fixed), ("adaptive", adaptive)):
+        store = RolloutStore(tmp_path / f"{name}.jsonl")
+        ex = Exploration(handle, tasks, store, settings, progress=False)
+        runs[name] = (ex.iteration(1, look, SeededScorer()), len(store))
+    (fixed_result, fixed_n), (adaptive_result, adaptive_n) = runs["fixed"], runs["adaptive"]
+    assert fixed_result.stats["pairs/step"] > 0
+    assert pair_decisions(adaptive_result) == pair_decisions(fixed_result)
+    explored = sum(len(t.actions) for t in tasks)  # explore episodes, the same in both
+    assert adaptive_n - explored < fixed_n - explored  # fewer MC rollouts
+    assert (
+        adaptive_result.stats["explore/expert_mc_episodes_total"]
+        < (fixed_result.stats["explore/expert_mc_episodes_total"])
+    )
+
+    # Killed mid-MC: a resumed adaptive run takes exactly the same rollouts.
+    path = tmp_path / "adaptive.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    keep = len(lines) * 2 // 3
+    path.write_text("".join(lines[:keep]) + lines[keep][: len(lines[keep]) // 2])
+    resumed = Exploration(
+        handle, tasks, RolloutStore(path), replace(adaptive, max_live=2), progress=False
+    )
+    assert pair_decisions(resumed.iteration(1, look, SeededScorer())) == pair_decisions(
+        adaptive_result
+    )
+    assert sorted(path.read_text().splitlines(keepends=True)) == sorted(lines)
+
+
+def test_adaptive_mc_refuses_rewards_outside_its_bounds(toy, tmp_path):
+    handle, tasks = toy
+    big = replace(handle, make_env=lambda: DoubledReward(handle.make_env()))
+    look = ScriptedPolicy(lambda h: "Thought: hm.\nAction: look")
+    settings = ExploreSettings(mc_samples=3, rules=PairRules(tau_step=0.2), mc="adaptive")
+    ex = Exploration(big, tasks, RolloutStore(tmp_path / "r.jsonl"), settings, progress=False)
+    with pytest.raises(ValueError, match=r"reward 2\.0, outside \[0, 1\].*ipr.mc=fixed"):
+        ex.iteration(1, look, CountingScorer(good=3))
+
+
+class DoubledReward:
+    """A toy env whose winning reward is 2 (out of adaptive MC's [0, 1])."""
+
+    def __init__(self, env) -> None:
+        self.env = env
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, 2 * reward, terminated, truncated, info
+
+
+def test_ipr_mc_mode_is_checked():
+    from ipr_lightning.config import ConfigError, IPRConfig
+
+    with pytest.raises(ConfigError, match="ipr.mc must be one of"):
+        IPRConfig(mc="sometimes")

@@ -466,6 +466,7 @@ class RolloutConfig:
 IPR_REFERENCES = ("sft", "previous")
 PAIR_TYPES = ("outcome", "step")
 STEP_COMPLETIONS = ("continuation", "action")
+MC_MODES = ("fixed", "adaptive")
 
 
 @dataclass
@@ -487,6 +488,13 @@ class IPRConfig:
     mc_only_when_needed: bool = True
     """Skip MC rollouts for explored actions whose episode ends with the expert's reward
     (within tau_traj): no step pair can form there, so no pair changes."""
+    mc: str = "fixed"
+    """`fixed`: every step value is the mean of `mc_samples` rollouts (the paper), the
+    expert's for every step up front. `adaptive`: only comparisons that can form a step pair
+    are sampled, the expert's and the agent's value one rollout each per round, until the
+    remaining rollouts cannot change the pair decision (an exact bound for rewards in
+    [0, 1]): the same pairs from fewer rollouts; the recorded values are the means of the
+    rollouts taken. Implies `mc_only_when_needed`."""
     tau_traj: float = 0.01
     """Final-reward margin a pair's winner needs (code and default: 0.01)."""
     tau_step: float | None = None
@@ -533,6 +541,8 @@ class IPRConfig:
             raise ConfigError(f"ipr.reference must be one of {IPR_REFERENCES}")
         if self.step_completion not in STEP_COMPLETIONS:
             raise ConfigError(f"ipr.step_completion must be one of {STEP_COMPLETIONS}")
+        if self.mc not in MC_MODES:
+            raise ConfigError(f"ipr.mc must be one of {MC_MODES}, got {self.mc!r}")
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError(f"ipr.schedule must be cosine or constant, got {self.schedule!r}")
         if not self.pair_types or not set(self.pair_types) <= set(PAIR_TYPES):

@@ -92,7 +92,7 @@ def plot_values(cells: Sequence[Cell], path: Path) -> Path | None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     bins = [i / 10 for i in range(11)]
-    expert = [v["expert_value"] for v in values]
+    expert = [v["expert_value"] for v in values if v["expert_value"] is not None]
     agent = [v["agent_value"] for v in values if v["agent_value"] is not None]
     ax.hist(expert, bins=bins, alpha=0.6, label=f"expert action (n={len(expert)})")
     ax.hist(agent, bins=bins, alpha=0.6, label=f"agent action (n={len(agent)})")

@@ -252,7 +252,8 @@ def diagnostics(cells: Sequence[Cell]) -> list[dict]:
     for method in sorted({c.method for c in cells if c.values}):
         for k in sorted({k for c in cells if c.method == method for k in c.values}):
             values = [v for c in cells if c.method == method for v in c.values.get(k, [])]
-            valued = [v for v in values if v["agent_value"] is not None]
+            # adaptive MC values only what can form a pair, expert actions included
+            valued = [v for v in values if None not in (v["agent_value"], v["expert_value"])]
             by_j: dict[int, list[bool]] = {}
             for v in valued:
                 by_j.setdefault(v["j"], []).append(v["expert_value"] > v["agent_value"])
@@ -265,6 +266,7 @@ def diagnostics(cells: Sequence[Cell]) -> list[dict]:
                 if c.method == method
             ]
             expert_wins, agent_wins = (sum(w[0] for w in winners), sum(w[1] for w in winners))
+            experts = [v["expert_value"] for v in values if v["expert_value"] is not None]
             out.append(
                 {
                     "method": method,
@@ -282,9 +284,7 @@ def diagnostics(cells: Sequence[Cell]) -> list[dict]:
                     "corr_value_final_reward": pearson(
                         [v["agent_value"] for v in valued], [v["agent_reward"] for v in valued]
                     ),
-                    "mean_expert_value": statistics.fmean(v["expert_value"] for v in values)
-                    if values
-                    else None,
+                    "mean_expert_value": statistics.fmean(experts) if experts else None,
                     "mean_agent_value": statistics.fmean(v["agent_value"] for v in valued)
                     if valued
                     else None,

@@ -22,6 +22,14 @@ For task with expert actions a_1..a_n and prompt u (IPR_SPEC § 2.2):
 - pairs as in `pairs.py`. With `mc_only_when_needed` (default) MC rollouts are skipped for
   explored actions whose episode ends with the same final reward as the expert within
   τ_traj: no step pair can form there, whatever the values, so no pair changes.
+- `mc="adaptive"`: the expert's and the agent's value at j+1 are sampled together, one
+  rollout each per round (sample indices 0, 1, ... as in `fixed`, so the same rollouts), and
+  a comparison stops as soon as the remaining rollouts cannot change its step-pair decision
+  (`pairs.step_decision`: exact for final rewards in [0, 1], which every shipped environment
+  gives; a reward outside it stops the iteration with an error). Only the comparisons where a
+  pair can form are sampled at all, expert values included (in `fixed` mode every expert
+  value t = 2..n-1 is paid for up front). The values recorded are the means of the rollouts
+  taken. N = `mc_samples` stays the most any value gets.
 
 Several processes explore together through a `Shard` (one per rank): each runs the episodes
 whose key hashes to its rank, appending to its own store file; after each stage a barrier,
@@ -43,7 +51,16 @@ from ipr_lightning.data.io import write_pairs
 from ipr_lightning.data.records import PreferencePair
 from ipr_lightning.envs.base import EnvHandle
 from ipr_lightning.ipr.experts import ExpertTask
-from ipr_lightning.ipr.pairs import EPS, PairRules, Side, outcome_pair, step_pair
+from ipr_lightning.ipr.pairs import (
+    EPS,
+    UNDECIDED,
+    PairRules,
+    Side,
+    ValueBound,
+    outcome_pair,
+    step_decision,
+    step_pair,
+)
 from ipr_lightning.ipr.store import Key, RolloutStore, StoredEpisode
 from ipr_lightning.rollout.engine import EpisodeSpec, run_episodes
 from ipr_lightning.rollout.policy import Policy, Sampling
@@ -63,6 +80,8 @@ class ExploreSettings:
     rules: PairRules = field(default_factory=PairRules)
     pair_types: tuple[str, ...] = ("outcome", "step")
     """`outcome` explores j = 0; `step` explores j >= 1 and pays for the MC values."""
+    mc: str = "fixed"
+    """`fixed`: N rollouts per value; `adaptive`: stop once the pair decision is settled."""
 
 
 @dataclass
@@ -182,12 +201,15 @@ class Exploration:
     ) -> IterationResult:
         """Explore, score and pair for `iteration` (>= 1); writes iter_<k>/pairs.json."""
         start = time.perf_counter()
-        expert_v = self.expert_values(scorer) if "step" in self.s.pair_types else {}
+        adaptive = self.s.mc == "adaptive"
+        steps = "step" in self.s.pair_types
+        expert_v = self.expert_values(scorer) if steps and not adaptive else {}
         explored = self.explore(iteration, explorer)
         tau = self.s.rules.tau_traj
         by_id = {t.task_id: t for t in self.tasks}
         needed: dict[tuple[str, int], list[str]] = {}
         agent_v: dict[tuple[str, int], float] = {}
+        winners: dict[tuple[str, int], str | None] = {}
         for (task, j), ep in explored.items():
             if j == 0 or not ep.policy_turns:  # none: the replayed prefix already ended it
                 continue
@@ -198,12 +220,15 @@ class Exploration:
                 continue  # no step pair possible here, whatever the values
             else:
                 needed[(task, j)] = [*by_id[task].actions[:j], first_action]
-        agent_v.update(self._mc_values("mc", iteration, needed, scorer))
+        if adaptive:
+            winners = self._adaptive_values(iteration, explored, needed, agent_v, expert_v, scorer)
+        else:
+            agent_v.update(self._mc_values("mc", iteration, needed, scorer))
         values = [
             {
                 "task": task,
                 "j": j,
-                "expert_value": expert_v[(task, j + 1)],
+                "expert_value": expert_v.get((task, j + 1)),
                 "agent_value": agent_v.get((task, j)),
                 "expert_reward": by_id[task].reward,
                 "agent_reward": ep.reward,
@@ -231,8 +256,8 @@ class Exploration:
                     iteration,
                     prompt_start=len(replayed.start),
                 )
-            elif agent.value is None:
-                continue
+            elif agent.value is None or (task, j + 1) not in expert_v:
+                continue  # not valued: no pair could form (see `needed`, `_adaptive_values`)
             else:
                 side = Side(expert.continuation(j), expert.reward, expert_v[(task, j + 1)])
                 pair = step_pair(
@@ -244,6 +269,7 @@ class Exploration:
                     self.s.rules,
                     iteration,
                     prompt_start=len(replayed.start),
+                    winner=winners.get((task, j), UNDECIDED),
                 )
             if pair is not None:
                 pairs.append(pair)
@@ -261,6 +287,84 @@ class Exploration:
             (folder / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
         return IterationResult(iteration, pairs, stats, values)
 
+    def _adaptive_values(
+        self,
+        iteration: int,
+        explored: dict[tuple[str, int], StoredEpisode],
+        needed: dict[tuple[str, int], list[str]],
+        agent_v: dict[tuple[str, int], float],
+        expert_v: dict[tuple[str, int], float],
+        scorer: Policy,
+    ) -> dict[tuple[str, int], str | None]:
+        """Adaptive MC (module docstring): the step-pair decision of every comparison that
+        can form a pair, sampled in rounds; fills `expert_v` / `agent_v` with the means of the
+        rollouts taken (replacing nothing exact). Each round reads the store first, so a
+        resumed run takes exactly the rollouts the killed one would have taken."""
+        n = self.s.mc_samples
+        rules, by_id = self.s.rules, {t.task_id: t for t in self.tasks}
+        unknown = ValueBound(0.0, 0, 1)  # any mean in [0, 1]
+        # (task, j) -> (expert side, agent side): a forced prefix to sample, or an exact value
+        todo: dict[tuple[str, int], tuple[list[str] | float, list[str] | float]] = {}
+        for (task, j), ep in sorted(explored.items()):
+            if (task, j) not in needed and (task, j) not in agent_v:
+                continue
+            expert = by_id[task]
+            if step_decision(expert.reward, ep.reward, unknown, unknown, rules) is None:
+                continue  # the rewards alone rule a pair out (τ_traj; the agent may not win)
+            last = j + 1 == len(expert.actions)  # a_{j+1} ends the episode: value = reward
+            todo[(task, j)] = (
+                expert.reward if last else expert.actions[: j + 1],
+                agent_v.pop((task, j)) if (task, j) in agent_v else needed[(task, j)],
+            )
+        totals = {key: [0.0, 0.0] for key in todo}
+        decided: dict[tuple[str, int], str | None] = {}
+        taken: dict[tuple[str, int], int] = {}
+        for m in range(n + 1):
+            for key in todo.keys() - decided.keys():
+                bounds = [
+                    ValueBound(total, m, n) if isinstance(side, list) else
+                    ValueBound.exact(side)
+                    for side, total in zip(todo[key], totals[key], strict=True)
+                ]  # fmt: skip
+                verdict = step_decision(by_id[key[0]].reward, explored[key].reward, *bounds, rules)
+                if verdict != UNDECIDED:
+                    decided[key], taken[key] = verdict, m
+            open_ = sorted(todo.keys() - decided.keys())
+            if not open_:
+                break
+            assert m < n, "all N rollouts taken leave nothing undecided"
+            specs = [
+                EpisodeSpec(task, tuple(side), key)
+                for task, j in open_
+                for side, key in zip(
+                    todo[(task, j)],
+                    ((0, "expert_mc", task, j + 1, m), (iteration, "mc", task, j, m)),
+                    strict=True,
+                )
+                if isinstance(side, list)
+            ]
+            done = self._run(specs, scorer, self._scorer_sampling(), f"adaptive mc it{iteration}")
+            for (_, kind, task, k, _), ep in done.items():
+                if not -EPS <= ep.reward <= 1 + EPS:
+                    raise ValueError(
+                        f"adaptive MC: task {task!r}: a scorer rollout ended with reward "
+                        f"{ep.reward}, outside [0, 1], which adaptive MC's bounds assume "
+                        "(use ipr.mc=fixed)"
+                    )
+                agent = kind == "mc"
+                totals[(task, k if agent else k - 1)][agent] += ep.reward
+        for (task, j), sides in todo.items():
+            m = taken[(task, j)]
+            for side, total, out, key in zip(
+                sides, totals[(task, j)], (expert_v, agent_v), ((task, j + 1), (task, j)),
+                strict=True,
+            ):  # fmt: skip
+                if not isinstance(side, list):
+                    out[key] = side
+                elif m:
+                    out[key] = total / m
+        return decided
+
     def _stats(
         self,
         iteration: int,
@@ -276,6 +380,8 @@ class Exploration:
             "explore/success": sum(ep.reward >= 1.0 for ep in whole) / max(1, len(whole)),
             "explore/episodes": len(explored),
             "explore/mc_episodes": sum(1 for k, _ in self.store.items(iteration, "mc")),
+            # the expert's values are shared by all iterations: rollouts run so far, in all
+            "explore/expert_mc_episodes_total": sum(1 for _ in self.store.items(0, "expert_mc")),
             "explore/generated_tokens": sum(ep.generated_tokens for ep in episodes),
             "explore/seconds": round(seconds, 2),
             "explore/episodes_per_s": round(len(episodes) / max(seconds, 1e-9), 3),

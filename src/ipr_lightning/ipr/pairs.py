@@ -89,6 +89,57 @@ def step_winner(expert: Side, agent: Side, rules: PairRules) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class ValueBound:
+    """What the final MC value of an action can still be: `total` of the first `taken` of
+    `n` rollouts' rewards, each in [`low`, `high`]. `taken == n` (or an exact value, given as
+    `n` rollouts summing to it) pins it."""
+
+    total: float
+    taken: int
+    n: int
+    low: float = 0.0
+    high: float = 1.0
+
+    @classmethod
+    def exact(cls, value: float) -> ValueBound:
+        return cls(value, 1, 1, value, value)
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        rest = self.n - self.taken
+        return (self.total + rest * self.low) / self.n, (self.total + rest * self.high) / self.n
+
+    @property
+    def mean(self) -> float | None:
+        """The mean of the rollouts taken (the value itself once all are)."""
+        return self.total / self.taken if self.taken else None
+
+
+UNDECIDED = "undecided"
+
+
+def step_decision(
+    expert_reward: float,
+    agent_reward: float,
+    expert: ValueBound,
+    agent: ValueBound,
+    rules: PairRules,
+) -> str | None:
+    """The step-pair rule (`step_winner`) applied to values not yet fully sampled:
+    "expert", "agent" or None when every final value the bounds allow gives that answer,
+    else `UNDECIDED`. The rule depends on the values only through d = expert - agent and is
+    a threshold in d, so checking the smallest and the largest d that can still come out is
+    enough: once this returns a decision, more rollouts cannot change it."""
+    e_lo, e_hi = expert.interval
+    a_lo, a_hi = agent.interval
+    ends = {
+        step_winner(Side([], expert_reward, e), Side([], agent_reward, a), rules)
+        for e, a in ((e_lo, a_hi), (e_hi, a_lo))
+    }
+    return ends.pop() if len(ends) == 1 else UNDECIDED
+
+
 def step_pair(
     task_id: str,
     j: int,
@@ -98,10 +149,14 @@ def step_pair(
     rules: PairRules,
     iteration: int,
     prompt_start: int | None = None,
+    winner: str | None = UNDECIDED,
 ) -> PreferencePair | None:
     """`prompt_start`: leading prompt turns that are the conversation start; the expert
-    actions and observations after it may be dropped when the pair is too long."""
-    winner = step_winner(expert, agent, rules)
+    actions and observations after it may be dropped when the pair is too long. `winner`:
+    the rule's answer when already known (`step_decision` on partly sampled values, whose
+    means are then only what the sides record); by default it is computed from the values."""
+    if winner == UNDECIDED:
+        winner = step_winner(expert, agent, rules)
     if winner is None:
         return None
     chosen, rejected = (expert, agent) if winner == "expert" else (agent, expert)
