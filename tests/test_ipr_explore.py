@@ -19,6 +19,7 @@ from ipr_lightning.ipr.pairs import (
     PairRules,
     Side,
     ValueBound,
+    next_rollout,
     outcome_pair,
     step_decision,
     step_pair,
@@ -377,3 +378,24 @@ def test_ipr_mc_mode_is_checked():
 
     with pytest.raises(ConfigError, match="ipr.mc must be one of"):
         IPRConfig(mc="sometimes")
+
+
+def test_next_rollout_samples_the_open_side_and_aims_at_the_likelier_answer():
+    rules = PairRules(tau_step=0.5)
+    open_, exact = ValueBound(0.0, 0, 5), ValueBound.exact(0.0)
+    assert next_rollout(1.0, 0.0, exact, open_, rules) == "agent"
+    assert next_rollout(1.0, 0.0, open_, exact, rules) == "expert"
+    done = ValueBound(3.0, 5, 5)
+    assert next_rollout(1.0, 0.0, done, open_, rules) == "agent"
+    # (smoothed means (total + 0.5) / (taken + 1); expert ahead on reward, tau_step 0.5)
+    # expert 0.625, agent 0.1: a pair looks likely; the agent's next 0 (p 0.9) is likelier
+    # to settle it than the expert's next 1 (p 0.625)
+    bound = ValueBound
+    assert next_rollout(1.0, 0.0, bound(2.0, 3, 5), bound(0.0, 4, 5), rules) == "agent"
+    # expert 0.167, agent 0.375: no pair looks likely; the expert's next 0 (p 0.833) beats
+    # the agent's next 1 (p 0.375)
+    assert next_rollout(1.0, 0.0, bound(0.0, 2, 5), bound(1.0, 3, 5), rules) == "expert"
+    # expert 0.625, agent 0.875: no pair; the agent's next 1 (p 0.875) beats the expert's 0
+    assert next_rollout(1.0, 0.0, bound(2.0, 3, 5), bound(3.0, 3, 5), rules) == "agent"
+    # the agent ahead on reward: the same with the sides' roles swapped
+    assert next_rollout(0.0, 1.0, bound(0.0, 4, 5), bound(2.0, 3, 5), rules) == "expert"

@@ -34,6 +34,7 @@ CSV_FIELDS = (
     "pairs_trained",
     "explore_episodes",
     "mc_episodes",
+    "expert_mc_total",
     "generated_tokens",
     "explore_seconds",
     "train_seconds",
@@ -106,6 +107,7 @@ def csv_rows(cells: Sequence[Cell]) -> list[dict]:
                         "pairs_trained": e.get("pairs/trained"),
                         "explore_episodes": e.get("explore/episodes"),
                         "mc_episodes": e.get("explore/mc_episodes"),
+                        "expert_mc_total": e.get("explore/expert_mc_episodes_total"),
                         "generated_tokens": e.get("explore/generated_tokens"),
                         "explore_seconds": e.get("explore/wall_seconds"),
                         "train_seconds": phase.get("train_seconds"),
@@ -213,6 +215,7 @@ def cost_table(rows: Sequence[dict], bench: BenchConfig) -> list[str]:
         ("pairs_trained", "trained"),
         ("explore_episodes", "explored"),
         ("mc_episodes", "MC rollouts"),
+        ("expert_mc_total", "expert MC rollouts (run so far)"),
         ("generated_tokens", "gen. tokens"),
         ("explore_seconds", "explore s"),
         ("train_seconds", "train s"),
@@ -366,7 +369,8 @@ def write_report(
         "",
         "Iteration 1 explores with the SFT policy for every method: its rollouts run once "
         "per seed and are shared, so its exploration time is paid by the first method that "
-        "needs them.",
+        "needs them. MC rollouts: the agent's actions' of that iteration; the expert's "
+        "actions' values are shared by all iterations, so their column counts all run so far.",
         "",
         *cost_table(rows, bench),
         "",

@@ -22,8 +22,9 @@ For task with expert actions a_1..a_n and prompt u (IPR_SPEC § 2.2):
 - pairs as in `pairs.py`. With `mc_only_when_needed` (default) MC rollouts are skipped for
   explored actions whose episode ends with the same final reward as the expert within
   τ_traj: no step pair can form there, whatever the values, so no pair changes.
-- `mc="adaptive"`: the expert's and the agent's value at j+1 are sampled together, one
-  rollout each per round (sample indices 0, 1, ... as in `fixed`, so the same rollouts), and
+- `mc="adaptive"`: the expert's and the agent's value at j+1 are sampled in rounds, one
+  rollout of one of them per comparison and round (`pairs.next_rollout` picks which; sample
+  indices 0, 1, ... per value as in `fixed`, so the same rollouts where both take them), and
   a comparison stops as soon as the remaining rollouts cannot change its step-pair decision
   (`pairs.step_decision`: exact for final rewards in [0, 1], which every shipped environment
   gives; a reward outside it stops the iteration with an error). Only the comparisons where a
@@ -57,6 +58,7 @@ from ipr_lightning.ipr.pairs import (
     PairRules,
     Side,
     ValueBound,
+    next_rollout,
     outcome_pair,
     step_decision,
     step_pair,
@@ -316,33 +318,31 @@ class Exploration:
                 expert.reward if last else expert.actions[: j + 1],
                 agent_v.pop((task, j)) if (task, j) in agent_v else needed[(task, j)],
             )
+        # per comparison and side (expert, agent): rewards summed, rollouts taken
         totals = {key: [0.0, 0.0] for key in todo}
+        taken = {key: [0, 0] for key in todo}
         decided: dict[tuple[str, int], str | None] = {}
-        taken: dict[tuple[str, int], int] = {}
-        for m in range(n + 1):
-            for key in todo.keys() - decided.keys():
-                bounds = [
-                    ValueBound(total, m, n) if isinstance(side, list) else
-                    ValueBound.exact(side)
-                    for side, total in zip(todo[key], totals[key], strict=True)
-                ]  # fmt: skip
-                verdict = step_decision(by_id[key[0]].reward, explored[key].reward, *bounds, rules)
-                if verdict != UNDECIDED:
-                    decided[key], taken[key] = verdict, m
-            open_ = sorted(todo.keys() - decided.keys())
-            if not open_:
-                break
-            assert m < n, "all N rollouts taken leave nothing undecided"
-            specs = [
-                EpisodeSpec(task, tuple(side), key)
-                for task, j in open_
-                for side, key in zip(
-                    todo[(task, j)],
-                    ((0, "expert_mc", task, j + 1, m), (iteration, "mc", task, j, m)),
-                    strict=True,
-                )
-                if isinstance(side, list)
+
+        def bounds(key: tuple[str, int]) -> list[ValueBound]:
+            return [
+                ValueBound(total, m, n) if isinstance(side, list) else ValueBound.exact(side)
+                for side, total, m in zip(todo[key], totals[key], taken[key], strict=True)
             ]
+
+        for _ in range(2 * n + 1):  # each round takes one rollout of every open comparison
+            specs = []
+            for key in sorted(todo.keys() - decided.keys()):
+                task, j = key
+                args = (by_id[task].reward, explored[key].reward, *bounds(key), rules)
+                verdict = step_decision(*args)
+                if verdict != UNDECIDED:
+                    decided[key] = verdict
+                    continue
+                side = 0 if next_rollout(*args) == "expert" else 1
+                sample = (0, "expert_mc", task, j + 1) if side == 0 else (iteration, "mc", task, j)
+                specs.append(EpisodeSpec(task, tuple(todo[key][side]), (*sample, taken[key][side])))
+            if not specs:
+                break
             done = self._run(specs, scorer, self._scorer_sampling(), f"adaptive mc it{iteration}")
             for (_, kind, task, k, _), ep in done.items():
                 if not -EPS <= ep.reward <= 1 + EPS:
@@ -351,18 +351,18 @@ class Exploration:
                         f"{ep.reward}, outside [0, 1], which adaptive MC's bounds assume "
                         "(use ipr.mc=fixed)"
                     )
-                agent = kind == "mc"
-                totals[(task, k if agent else k - 1)][agent] += ep.reward
-        for (task, j), sides in todo.items():
-            m = taken[(task, j)]
-            for side, total, out, key in zip(
-                sides, totals[(task, j)], (expert_v, agent_v), ((task, j + 1), (task, j)),
-                strict=True,
-            ):  # fmt: skip
-                if not isinstance(side, list):
-                    out[key] = side
-                elif m:
-                    out[key] = total / m
+                side = int(kind == "mc")
+                key = (task, k if side else k - 1)
+                totals[key][side] += ep.reward
+                taken[key][side] += 1
+        assert decided.keys() == todo.keys(), "all N rollouts taken leave nothing undecided"
+        for key in todo:
+            task, j = key
+            for bound, out, at in zip(
+                bounds(key), (expert_v, agent_v), ((task, j + 1), key), strict=True
+            ):
+                if bound.taken:
+                    out[at] = bound.total / bound.taken
         return decided
 
     def _stats(
