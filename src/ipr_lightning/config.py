@@ -491,7 +491,7 @@ class IPRConfig:
     mc: str = "fixed"
     """`fixed`: every step value is the mean of `mc_samples` rollouts (the paper), the
     expert's for every step up front. `adaptive`: only comparisons that can form a step pair
-    are sampled, the expert's and the agent's value one rollout each per round, until the
+    are sampled, one rollout of the expert's or the agent's action per round, until the
     remaining rollouts cannot change the pair decision (an exact bound for rewards in
     [0, 1]): the same pairs from fewer rollouts; the recorded values are the means of the
     rollouts taken. Implies `mc_only_when_needed`."""

@@ -361,8 +361,8 @@ class Exploration:
             for bound, out, at in zip(
                 bounds(key), (expert_v, agent_v), ((task, j + 1), key), strict=True
             ):
-                if bound.taken:
-                    out[at] = bound.total / bound.taken
+                if bound.mean is not None:
+                    out[at] = bound.mean
         return decided
 
     def _stats(

@@ -91,9 +91,9 @@ def step_winner(expert: Side, agent: Side, rules: PairRules) -> str | None:
 
 @dataclass(frozen=True)
 class ValueBound:
-    """What the final MC value of an action can still be: `total` of the first `taken` of
-    `n` rollouts' rewards, each in [`low`, `high`]. `taken == n` (or an exact value, given as
-    `n` rollouts summing to it) pins it."""
+    """What the final MC value of an action can still be: `total` is the sum of the first
+    `taken` of `n` rollouts' rewards, each reward in [`low`, `high`]. `exact(v)`: a value
+    known without sampling (an action that ends the episode)."""
 
     total: float
     taken: int
@@ -151,8 +151,8 @@ def next_rollout(
     "agent". Each rollout narrows the range of d = expert - agent by the same 1/N, so the
     choice only decides how soon it settles: aim at the likelier answer (pair or no pair,
     from the means so far, smoothed) and sample the side whose next reward is likelier to
-    push d that way. Any choice gives the same decision; this one took 0.38 of fixed N's
-    rollouts on a CPU bench iteration where sampling both sides each round took 0.51."""
+    push d that way. Any choice gives the same decision, only after more or fewer rollouts
+    (README, "IPR iterations", for what it saved)."""
     open_sides = [
         name
         for name, bound in (("expert", expert), ("agent", agent))
