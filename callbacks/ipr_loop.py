@@ -51,6 +51,8 @@ from ipr_lightning.ipr.experts import ExpertTask
 from ipr_lightning.ipr.explore import Exploration, ExploreSettings
 from ipr_lightning.ipr.pairs import PairRules
 from ipr_lightning.ipr.store import RolloutStore
+from ipr_lightning.ipr.value_model import StepValueModel
+from ipr_lightning.ipr.values import LabelSet, comparisons, held_out, held_out_metrics
 from ipr_lightning.lightning.reference import reference_logps, with_reference
 from ipr_lightning.models import POLICY, save_adapter
 from ipr_lightning.rollout.evaluate import evaluate
@@ -99,6 +101,8 @@ class IPRLoop(L.Callback):
             rules,
             tuple(ipr.pair_types),
             ipr.mc,
+            ipr.step_values,
+            ipr.value_model.margin,
         )
         self._exploring = (train_handle, tasks, settings)
         self.exploration: Exploration | None = None  # built in `setup`, with this rank's store
@@ -338,7 +342,21 @@ class IPRLoop(L.Callback):
             self._policy(module, name, k - 1, ipr.batch_size, ipr.kv_cache_gb)
             for name in (POLICY, SFT)
         )
-        result = self.exploration.iteration(k, explorer, scorer)
+        before = self._scorer_before(trainer, k, path.parent)
+        value_model, value_stats = None, {}
+        if ipr.step_values != "mc" and "step" in ipr.pair_types:
+            value_model, value_stats = self._value_model(trainer, module, k)
+        try:
+            valuer = None
+            if value_model is not None:
+                batch = ipr.value_model.batch_size
+                valuer = lambda items: value_model.predict(items, batch)  # noqa: E731
+            result = self.exploration.iteration(
+                k, explorer, scorer, valuer=valuer, scorer_before=before
+            )
+        finally:
+            if value_model is not None:
+                value_model.close()
         if self.server is not None:  # the GPU goes to the trainer (rollout.vllm_sleep)
             self.server.sleep()
         data = PairDataset(result.pairs, self.tokenizer, self.cfg.data.max_length)
@@ -348,6 +366,7 @@ class IPRLoop(L.Callback):
         caches = [p.cache for p in (explorer, scorer) if p.cache is not None]
         stats = {
             **result.stats,
+            **value_stats,
             "pairs/trained": data.stats.served,
             "pairs/history_shortened": data.stats.history_shortened,
             "pairs/cut_right": data.stats.cut_right,
@@ -372,6 +391,80 @@ class IPRLoop(L.Callback):
         for logger in trainer.loggers:
             logger.log_metrics({k_: float(v) for k_, v in stats.items()}, step=trainer.global_step)
         return pairs, data
+
+    def _scorer_before(self, trainer: L.Trainer, k: int, folder: Path) -> dict[str, int]:
+        """Iteration k's `scorer_totals` when it first started (`started.json`, so that a
+        resumed iteration still counts the rollouts it ran before)."""
+        path = folder / "started.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        before = self.exploration.scorer_totals(k)
+        if trainer.is_global_zero:
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(before) + "\n")
+        return before
+
+    def _value_model(
+        self, trainer: L.Trainer, module: L.LightningModule, k: int
+    ) -> tuple[StepValueModel | None, dict[str, float]]:
+        """Iteration k's value model, trained on the labels of iterations < k (fixed in
+        `iter_<k>/value_labels.json` when k first starts), and its held-out metrics; None
+        (MC values this iteration) with fewer than `min_examples` labelled actions."""
+        vm, store = self.cfg.ipr.value_model, self.exploration.store
+        path = self.pairs_path(self.out, k).parent / "value_labels.json"
+        if path.is_file():
+            labels = LabelSet.load(path)
+        else:
+            labels = LabelSet.of_store(store, before=k)
+            if trainer.is_global_zero:
+                labels.save(path)
+        examples = labels.examples(store)
+        train = [e for e in examples if not held_out(e.task)]
+        test = [e for e in examples if held_out(e.task)]
+        stats: dict[str, float] = {"values/train_examples": len(train)}
+        if len(train) < vm.min_examples:
+            log.info(
+                "iteration %d: %d labelled actions, fewer than ipr.value_model.min_examples="
+                "%d: MC step values this iteration",
+                k,
+                len(train),
+                vm.min_examples,
+            )
+            return None, stats
+        model = StepValueModel.build(
+            module.model,
+            module.frozen.get(SFT),
+            self.cfg.model.lora,
+            self.tokenizer,
+            vm.max_length,
+            self.cfg.seed + k,
+            trainer.precision_plugin.forward_context,
+            sft_adapter=SFT,
+        )
+        fit = model.fit(train, vm.epochs, vm.lr, vm.batch_size, self.cfg.seed + k, self.progress)
+        stats.update({f"values/{name}": value for name, value in fit.items()})
+        predictions = model.predict([(e.prompt, e.action) for e in test], vm.batch_size)
+        rewards = {
+            (it, task, j): (expert, ep.reward)
+            for (it, _, task, j, _), ep in store.items(kind="explore")
+            if it < k and (expert := self.exploration.task_reward(task)) is not None
+        }
+        baseline = sum(e.value for e in train) / len(train)
+        stats.update(
+            held_out_metrics(
+                test, predictions, baseline, comparisons(test, rewards), self.exploration.s.rules
+            )
+        )
+        log.info(
+            "iteration %d: value model on %d labelled actions: held-out MSE %s (constant %s), "
+            "decision agreement with MC %s",
+            k,
+            len(train),
+            stats.get("values/heldout_mse"),
+            stats.get("values/heldout_mse_constant"),
+            stats.get("values/heldout_decision_agreement"),
+        )
+        return model, stats
 
     def _with_reference_logps(
         self,

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from ipr_lightning.bench.plan import BenchConfig, load_bench
-from ipr_lightning.bench.report import best_and_last, fmt, metric_table
+from ipr_lightning.bench.report import (
+    best_and_last,
+    cost_table,
+    fmt,
+    metric_table,
+    value_model_table,
+)
 from ipr_lightning.bench.run import share_rollouts
 from ipr_lightning.config import ConfigError, ModelConfig, ScratchConfig
 from ipr_lightning.models import build_scratch_model
@@ -225,6 +231,29 @@ def test_report_tables_label_best_and_last_iterations():
     assert "| 30.0 ± 14.1 | 60.0 ± 14.1 | 30.0 (n=1) | 30.0 (n=1) (it 2) |" in "\n".join(
         metric_table(rows, bench, "u", "success_rate", 100.0)
     )
+
+
+def test_cost_and_value_model_tables_by_hand():
+    base = {"split": "u", "pairs_trained": 4, "explore_episodes": 9, "mc_episodes": 6}
+    base |= {"expert_mc_total": 10, "generated_tokens": 500, "explore_seconds": 30.0}
+    base |= {"train_seconds": 5.0, "eval_seconds": 2.0, "values_predicted": None}
+    base |= {"values_heldout_mse": None, "values_heldout_mse_constant": None}
+    base |= {"values_heldout_agreement": None}
+    rows = [
+        base
+        | {"method": "ipr", "seed": s, "iteration": 1, "pairs_outcome": 2}
+        | {"pairs_step": p, "scorer_episodes": n, "scorer_tokens": 10 * n}
+        | {"scorer_seconds": n / 10}
+        for s, p, n in ((0, 2, 20), (1, 8, 50))  # 4 and 10 pairs: 5.0 and 5.0 per pair
+    ]
+    bench = BenchConfig(seeds=[0, 1], methods=["ipr"], iterations=1, splits=["u"])
+    line = next(r for r in cost_table(rows, bench) if r.startswith("| IPR | 1 |"))
+    assert "| 35 (5.0) | 350 (50) | 4 (0.50) |" in line  # means over seeds, then per pair
+    assert value_model_table(rows, bench) == []  # no iteration used a value model
+    rows[0] |= {"values_heldout_mse": 0.1, "values_heldout_mse_constant": 0.2}
+    rows[0] |= {"values_heldout_agreement": 0.75}
+    table = value_model_table(rows, bench)
+    assert table[2] == "| IPR | 1 | 0.1000 (n=1) | 0.2000 (n=1) | 75.0 (n=1) |"
 
 
 def test_shared_rollouts_are_iteration_0_and_1_only_never_twice(tmp_path):

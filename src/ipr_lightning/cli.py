@@ -338,7 +338,8 @@ def phase_table(rows: list[dict], split: str) -> str:
 
     lines = [
         f"  {'phase':12}{'success':>9}{'reward':>8}{'explore s':>11}{'train s':>9}"
-        f"{'pairs out/step':>16}{'gen tokens':>12}   ({split})"
+        f"{'pairs out/step':>16}{'gen tokens':>12}{'MC rollouts':>13}{'per pair':>10}"
+        f"{'MC tok/pair':>13}{'MC s/pair':>11}   ({split})"
     ]
     for r in rows:
         e = r.get("explore", {})
@@ -349,6 +350,10 @@ def phase_table(rows: list[dict], split: str) -> str:
             f"{'skipped' if r.get('trained') is False else cell(r['train_seconds'], '.1f'):>9}"
             f"{pairs:>16}"
             f"{e.get('explore/generated_tokens', '-'):>12}"
+            f"{e.get('explore/scorer_episodes', '-'):>13}"
+            f"{cell(e.get('cost/scorer_episodes_per_pair'), '.1f'):>10}"
+            f"{cell(e.get('cost/scorer_tokens_per_pair'), '.0f'):>13}"
+            f"{cell(e.get('cost/scorer_seconds_per_pair'), '.2f'):>11}"
         )
     return "\n".join(lines)
 

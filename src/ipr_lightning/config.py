@@ -467,6 +467,32 @@ IPR_REFERENCES = ("sft", "previous")
 PAIR_TYPES = ("outcome", "step")
 STEP_COMPLETIONS = ("continuation", "action")
 MC_MODES = ("fixed", "adaptive")
+STEP_VALUE_SOURCES = ("mc", "model", "mixed")
+
+
+@dataclass
+class ValueModelConfig:
+    """The learned step-value model of `ipr.step_values` model/mixed: the policy's base with
+    its own LoRA adapter (`model.lora`'s shape) and a regression head, retrained from the
+    SFT policy at every iteration on all MC-labelled actions of the earlier ones."""
+
+    epochs: int = 4
+    """Passes over the labelled actions."""
+    lr: float = 1e-3
+    """AdamW learning rate of the adapter and the head."""
+    batch_size: int = 8
+    """Labelled actions per optimizer step (and per prediction batch)."""
+    max_length: int = 1024
+    """Tokens of context it reads: the conversation's last ones, the action included."""
+    min_examples: int = 32
+    """Fewer labelled actions than this (the first iteration has none): MC values instead."""
+    margin: float = 0.2
+    """`mixed`: MC checks a comparison whose predicted value gap is within this of tau_step."""
+
+    def __post_init__(self) -> None:
+        _positive("ipr.value_model", self, "lr")
+        _at_least("ipr.value_model", self, 1, "epochs", "batch_size", "max_length")
+        _at_least("ipr.value_model", self, 0, "min_examples", "margin")
 
 
 @dataclass
@@ -495,6 +521,14 @@ class IPRConfig:
     remaining rollouts cannot change the pair decision (an exact bound for rewards in
     [0, 1]): the same pairs from fewer rollouts; the recorded values are the means of the
     rollouts taken. Implies `mc_only_when_needed`."""
+    step_values: str = "mc"
+    """Where explored actions' step values come from: `mc` (scorer rollouts, the paper);
+    `model`: a learned value model (`ipr.value_model`, IPR paper § 5.5) trained on the MC
+    labels of the earlier iterations -- an iteration without enough labels (the first) uses
+    MC, `ipr.mc`'s way; `mixed`: the model, and MC where its prediction is within
+    `ipr.value_model.margin` of changing the pair decision."""
+    value_model: ValueModelConfig = field(default_factory=ValueModelConfig)
+    """The learned step-value model (`step_values` model/mixed)."""
     tau_traj: float = 0.01
     """Final-reward margin a pair's winner needs (code and default: 0.01)."""
     tau_step: float | None = None
@@ -543,6 +577,10 @@ class IPRConfig:
             raise ConfigError(f"ipr.step_completion must be one of {STEP_COMPLETIONS}")
         if self.mc not in MC_MODES:
             raise ConfigError(f"ipr.mc must be one of {MC_MODES}, got {self.mc!r}")
+        if self.step_values not in STEP_VALUE_SOURCES:
+            raise ConfigError(
+                f"ipr.step_values must be one of {STEP_VALUE_SOURCES}, got {self.step_values!r}"
+            )
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError(f"ipr.schedule must be cosine or constant, got {self.schedule!r}")
         if not self.pair_types or not set(self.pair_types) <= set(PAIR_TYPES):
@@ -607,6 +645,12 @@ class RunConfig:
                 f"rollout.backend={self.rollout.backend} needs model.lora.enabled=true: vLLM "
                 "swaps LoRA adapters per request, while a fully fine-tuned model would need a "
                 "new engine per phase"
+            )
+        if self.ipr.step_values != "mc" and self.trainer.strategy == "fsdp":
+            raise ConfigError(
+                "ipr.step_values=model/mixed is not supported with trainer.strategy=fsdp: the "
+                "value model computes with the policy's layers outside the sharded forward; "
+                "use ddp or ipr.step_values=mc"
             )
         from ipr_lightning.envs.registry import env_spec
 

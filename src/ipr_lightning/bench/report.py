@@ -36,6 +36,13 @@ CSV_FIELDS = (
     "mc_episodes",
     "expert_mc_total",
     "generated_tokens",
+    "scorer_episodes",
+    "scorer_tokens",
+    "scorer_seconds",
+    "values_predicted",
+    "values_heldout_mse",
+    "values_heldout_mse_constant",
+    "values_heldout_agreement",
     "explore_seconds",
     "train_seconds",
     "eval_seconds",
@@ -109,6 +116,13 @@ def csv_rows(cells: Sequence[Cell]) -> list[dict]:
                         "mc_episodes": e.get("explore/mc_episodes"),
                         "expert_mc_total": e.get("explore/expert_mc_episodes_total"),
                         "generated_tokens": e.get("explore/generated_tokens"),
+                        "scorer_episodes": e.get("explore/scorer_episodes"),
+                        "scorer_tokens": e.get("explore/scorer_tokens"),
+                        "scorer_seconds": e.get("explore/scorer_seconds"),
+                        "values_predicted": e.get("values/predicted"),
+                        "values_heldout_mse": e.get("values/heldout_mse"),
+                        "values_heldout_mse_constant": e.get("values/heldout_mse_constant"),
+                        "values_heldout_agreement": e.get("values/heldout_decision_agreement"),
                         "explore_seconds": e.get("explore/wall_seconds"),
                         "train_seconds": phase.get("train_seconds"),
                         "eval_seconds": s.get("wall_seconds"),
@@ -216,11 +230,16 @@ def cost_table(rows: Sequence[dict], bench: BenchConfig) -> list[str]:
         ("explore_episodes", "explored"),
         ("mc_episodes", "MC rollouts"),
         ("expert_mc_total", "expert MC rollouts (run so far)"),
+        ("scorer_episodes", "MC rollouts run (per pair)"),
+        ("scorer_tokens", "MC tokens run (per pair)"),
+        ("scorer_seconds", "MC s (per pair)"),
+        ("values_predicted", "values predicted"),
         ("generated_tokens", "gen. tokens"),
         ("explore_seconds", "explore s"),
         ("train_seconds", "train s"),
         ("eval_seconds", "eval s"),
     )
+    per_pair = {"scorer_episodes": ".1f", "scorer_tokens": ".0f", "scorer_seconds": ".2f"}
     head = ["method", "it", *(label for _, label in keys)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     split = bench.splits[0]
@@ -232,7 +251,41 @@ def cost_table(rows: Sequence[dict], bench: BenchConfig) -> list[str]:
             for key, _ in keys:
                 xs = [float(r[key]) for r in at if r[key] is not None]
                 vals.append(f"{statistics.fmean(xs):.0f}" if xs else "-")
+                built = [
+                    float(r[key]) / (r["pairs_outcome"] + r["pairs_step"])
+                    for r in at
+                    if r[key] is not None and (r["pairs_outcome"] or 0) + (r["pairs_step"] or 0)
+                ]
+                if key in per_pair and built:
+                    vals[-1] += f" ({statistics.fmean(built):{per_pair[key]}})"
             lines.append(f"| {LABELS[method]} | {k} | " + " | ".join(vals) + " |")
+    return lines
+
+
+def value_model_table(rows: Sequence[dict], bench: BenchConfig) -> list[str]:
+    """The value model's held-out error and its agreement with MC on pair decisions, per
+    method and iteration (means over seeds); empty when no iteration used one."""
+    split = bench.splits[0]
+    mine = [r for r in rows if r["split"] == split and r["values_heldout_mse"] is not None]
+    if not mine:
+        return []
+    lines = [
+        "| method | it | held-out MSE | constant predictor's MSE | decisions as MC's |",
+        "|---|---|---|---|---|",
+    ]
+    for method in bench.methods:
+        for k in sorted({r["iteration"] for r in mine if r["method"] == method}):
+            at = [r for r in mine if r["method"] == method and r["iteration"] == k]
+            cells = []
+            for key, digits in (
+                ("values_heldout_mse", 4),
+                ("values_heldout_mse_constant", 4),
+                ("values_heldout_agreement", 1),
+            ):
+                xs = [float(r[key]) for r in at if r[key] is not None]
+                scale = 100.0 if key == "values_heldout_agreement" else 1.0
+                cells.append(fmt(xs, scale, digits, len(bench.seeds)))
+            lines.append(f"| {LABELS[method]} | {k} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -370,11 +423,28 @@ def write_report(
         "Iteration 1 explores with the SFT policy for every method: its rollouts run once "
         "per seed and are shared, so its exploration time is paid by the first method that "
         "needs them. MC rollouts: the agent's actions' of that iteration; the expert's "
-        "actions' values are shared by all iterations, so their column counts all run so far.",
+        "actions' values are shared by all iterations, so their column counts all run so far. "
+        "MC rollouts / tokens / s run: the scorer rollouts (the expert's and the agent's) "
+        "that the iteration itself ran -- not those it found in its store -- and in brackets "
+        "per pair built. Values predicted: step values a value model gave instead of MC "
+        "(`ipr.step_values` model/mixed).",
         "",
         *cost_table(rows, bench),
         "",
     ]
+    values = value_model_table(rows, bench)
+    if values:
+        md += [
+            "## Value model (`ipr.step_values` model/mixed)",
+            "",
+            "On the held-out tasks' MC-labelled actions (1 task in 5, never trained on): mean "
+            "squared error against the MC values, that of always predicting the training "
+            "labels' mean, and the share (%) of the comparisons whose rewards allow a step "
+            "pair where the model's values give MC's decision.",
+            "",
+            *values,
+            "",
+        ]
     if diag:
         md += [
             "## Step-value diagnostics (all seeds pooled)",

@@ -44,7 +44,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,8 +62,10 @@ from ipr_lightning.ipr.pairs import (
     outcome_pair,
     step_decision,
     step_pair,
+    step_winner,
 )
 from ipr_lightning.ipr.store import Key, RolloutStore, StoredEpisode
+from ipr_lightning.ipr.values import Item, Predicted, model_values
 from ipr_lightning.rollout.engine import EpisodeSpec, run_episodes
 from ipr_lightning.rollout.policy import Policy, Sampling
 from ipr_lightning.rollout.shard import Shard
@@ -84,6 +86,10 @@ class ExploreSettings:
     """`outcome` explores j = 0; `step` explores j >= 1 and pays for the MC values."""
     mc: str = "fixed"
     """`fixed`: N rollouts per value; `adaptive`: stop once the pair decision is settled."""
+    step_values: str = "mc"
+    """`mc`; `model`: a value model's predictions where one is given; `mixed`: those, and MC
+    where they are within `value_margin` of changing a decision."""
+    value_margin: float = 0.2
 
 
 @dataclass
@@ -109,8 +115,14 @@ class Exploration:
         shard: Shard | None = None,
     ) -> None:
         self.handle, self.tasks, self.store = handle, list(tasks), store
+        self._by_id = {t.task_id: t for t in self.tasks}
         self.s, self.progress = settings, progress
         self.shard = shard or Shard()
+
+    def task_reward(self, task_id: str) -> float | None:
+        """The expert's final reward on a task (None: not one of this run's tasks)."""
+        task = self._by_id.get(task_id)
+        return None if task is None else task.reward
 
     # --- running keyed episodes -----------------------------------------------------------
 
@@ -167,11 +179,17 @@ class Exploration:
 
     # --- the stages -------------------------------------------------------------------------
 
-    def expert_values(self, scorer: Policy) -> dict[tuple[str, int], float]:
-        """Step value of expert actions a_t, t = 2..n (computed once: iteration 0). Step pairs
-        start at j >= 1 and compare a_{j+1}, so a_1's value is never used and not paid for."""
+    def expert_values(
+        self, scorer: Policy, only: set[tuple[str, int]] | None = None
+    ) -> dict[tuple[str, int], float]:
+        """Step value of expert actions a_t, t = 2..n (computed once: iteration 0), or of
+        those in `only`. Step pairs start at j >= 1 and compare a_{j+1}, so a_1's value is
+        never used and not paid for."""
         prefixes = {
-            (t.task_id, k): t.actions[:k] for t in self.tasks for k in range(2, len(t.actions))
+            (t.task_id, k): t.actions[:k]
+            for t in self.tasks
+            for k in range(2, len(t.actions))
+            if only is None or (t.task_id, k) in only
         }
         values = self._mc_values("expert_mc", 0, prefixes, scorer)
         for t in self.tasks:  # the last action ends the episode: its value is the reward
@@ -198,14 +216,48 @@ class Exploration:
         done = self._run(specs, explorer, greedy, f"explore it{iteration}")
         return {(key[2], key[3]): ep for key, ep in done.items()}
 
-    def iteration(
-        self, iteration: int, explorer: Policy, scorer: Policy, out_dir: str | Path | None = None
-    ) -> IterationResult:
-        """Explore, score and pair for `iteration` (>= 1); writes iter_<k>/pairs.json."""
+    def scorer_totals(self, iteration: int) -> dict[str, int]:
+        """MC rollouts in the store that iteration `iteration` may run (the expert's, shared
+        by all iterations, and its own) and their generated tokens: what it ran is what they
+        grow by while it runs."""
+        eps = [
+            ep
+            for key, ep in self.store.items()
+            if key[1] == "expert_mc" or key[:2] == (iteration, "mc")
+        ]
+        return {"episodes": len(eps), "tokens": sum(ep.generated_tokens for ep in eps)}
+
+    def _scoring(self, run: Callable, *args):
+        """`run(*args)`, its seconds added to this iteration's scorer time."""
         start = time.perf_counter()
+        try:
+            return run(*args)
+        finally:
+            self._scorer_seconds += time.perf_counter() - start
+
+    def iteration(
+        self,
+        iteration: int,
+        explorer: Policy,
+        scorer: Policy,
+        out_dir: str | Path | None = None,
+        valuer: Callable[[list[Item]], list[float]] | None = None,
+        scorer_before: dict[str, int] | None = None,
+    ) -> IterationResult:
+        """Explore, score and pair for `iteration` (>= 1); writes iter_<k>/pairs.json.
+        `valuer`: the value model of `step_values` model/mixed (None: MC values);
+        `scorer_before`: `scorer_totals(iteration)` when the iteration first started
+        (default: now), so that a resumed iteration still counts the rollouts it ran before
+        it was killed (its scorer seconds are this process's only)."""
+        start = time.perf_counter()
+        before = scorer_before or self.scorer_totals(iteration)
+        self._scorer_seconds = 0.0
         adaptive = self.s.mc == "adaptive"
         steps = "step" in self.s.pair_types
-        expert_v = self.expert_values(scorer) if steps and not adaptive else {}
+        valued = steps and valuer is not None
+        expert_v = {}
+        if steps and not adaptive and not valued:
+            expert_v = self._scoring(self.expert_values, scorer)
         explored = self.explore(iteration, explorer)
         tau = self.s.rules.tau_traj
         by_id = {t.task_id: t for t in self.tasks}
@@ -222,10 +274,21 @@ class Exploration:
                 continue  # no step pair possible here, whatever the values
             else:
                 needed[(task, j)] = [*by_id[task].actions[:j], first_action]
+        predicted = None
+        if valued:  # MC only for what `mixed` checks (below)
+            predicted = self._model_values(explored, needed, agent_v, valuer)
+            needed = {k: v for k, v in needed.items() if k in predicted.to_mc}
+            agent_v = {k: v for k, v in agent_v.items() if k in predicted.to_mc}
+            if predicted.to_mc and not adaptive:
+                only = {(task, j + 1) for task, j in predicted.to_mc}
+                expert_v = self._scoring(self.expert_values, scorer, only)
         if adaptive:
-            winners = self._adaptive_values(iteration, explored, needed, agent_v, expert_v, scorer)
+            winners = self._scoring(
+                self._adaptive_values, iteration, explored, needed, agent_v, expert_v, scorer
+            )
         else:
-            agent_v.update(self._mc_values("mc", iteration, needed, scorer))
+            agent_v.update(self._scoring(self._mc_values, "mc", iteration, needed, scorer))
+        value_stats = self._merge_predicted(predicted, expert_v, agent_v, winners)
         values = [
             {
                 "task": task,
@@ -282,7 +345,8 @@ class Exploration:
                 iteration,
                 mismatched,
             )
-        stats = self._stats(iteration, explored, pairs, time.perf_counter() - start)
+        stats = self._stats(iteration, explored, pairs, time.perf_counter() - start, before)
+        stats.update(value_stats)
         if out_dir is not None:
             folder = Path(out_dir) / f"iter_{iteration}"
             write_pairs(folder / "pairs.json", pairs)
@@ -365,16 +429,100 @@ class Exploration:
                     out[at] = bound.mean
         return decided
 
+    def _model_values(
+        self,
+        explored: dict[tuple[str, int], StoredEpisode],
+        needed: dict[tuple[str, int], list[str]],
+        agent_v: dict[tuple[str, int], float],
+        valuer: Callable[[list[Item]], list[float]],
+    ) -> Predicted:
+        """The value model's values for every comparison that can form a step pair; values
+        known without it are kept: exact ones (an action that ended its episode) and the
+        expert's where all N of its rollouts are in the store already."""
+        rules, by_id = self.s.rules, {t.task_id: t for t in self.tasks}
+        unknown = ValueBound(0.0, 0, 1)
+        comparisons, known = [], {}
+        for key, ep in sorted(explored.items()):
+            task, j = key
+            expert = by_id[task]
+            if key not in needed and key not in agent_v:
+                continue
+            if step_decision(expert.reward, ep.reward, unknown, unknown, rules) is None:
+                continue  # the rewards alone rule a pair out
+            if j + 1 == len(expert.actions):
+                known[(key, 0)] = expert.reward
+            elif (value := self._stored_mean((0, "expert_mc", task, j + 1))) is not None:
+                known[(key, 0)] = value
+            if key in agent_v:
+                known[(key, 1)] = agent_v[key]
+            expert_item = (expert.dialogue.prefix(j), expert.actions[j])
+            agent_item = (ep.dialogue.prefix(j), ep.policy_turns[0].content)
+            comparisons.append((key, expert.reward, ep.reward, expert_item, agent_item))
+        margin = self.s.value_margin if self.s.step_values == "mixed" else None
+        return model_values(comparisons, known, valuer, rules, margin)
+
+    def _stored_mean(self, group: tuple[int, str, str, int]) -> float | None:
+        """The value of a group's N rollouts when all of them are in the store."""
+        eps = [self.store.get((*group, s)) for s in range(self.s.mc_samples)]
+        return None if None in eps else sum(ep.reward for ep in eps) / len(eps)
+
+    def _merge_predicted(
+        self,
+        predicted: Predicted | None,
+        expert_v: dict[tuple[str, int], float],
+        agent_v: dict[tuple[str, int], float],
+        winners: dict[tuple[str, int], str | None],
+    ) -> dict[str, float]:
+        """Put the model's values where MC did not replace them; count them, and (mixed)
+        how often the model's decision matched MC's on the comparisons MC checked."""
+        if predicted is None:
+            return {}
+        rules, agree = self.s.rules, 0
+        for key, (e, a) in predicted.values.items():
+            task, j = key
+            if key not in predicted.to_mc:
+                expert_v[(task, j + 1)], agent_v[key] = e, a
+                continue
+            e_reward, a_reward = predicted.rewards[key]
+            model = step_winner(Side([], e_reward, e), Side([], a_reward, a), rules)
+            mc = winners.get(key, UNDECIDED)
+            if mc == UNDECIDED:  # fixed MC: the decision of the values
+                mc = step_winner(
+                    Side([], e_reward, expert_v[(task, j + 1)]),
+                    Side([], a_reward, agent_v[key]),
+                    rules,
+                )
+            agree += model == mc
+        stats = {
+            "values/comparisons": len(predicted.values),
+            "values/predicted": predicted.predicted,
+            "values/mc_checked": len(predicted.to_mc),
+        }
+        if predicted.to_mc:
+            stats["values/mc_checked_agreement"] = round(agree / len(predicted.to_mc), 4)
+        return stats
+
     def _stats(
         self,
         iteration: int,
         explored: dict[tuple[str, int], StoredEpisode],
         pairs: list[PreferencePair],
         seconds: float,
+        before: dict[str, int],
     ) -> dict[str, float]:
         whole = [ep for (_, j), ep in explored.items() if j == 0]
         episodes = [ep for key, ep in self.store.items(iteration) if key[1] in ("explore", "mc")]
         counts = Counter(f"pairs/{p.pair_type}_{p.meta['winner']}" for p in pairs)
+        now = self.scorer_totals(iteration)
+        scorer = {  # the MC rollouts this iteration ran (not those found in the store)
+            "explore/scorer_episodes": now["episodes"] - before["episodes"],
+            "explore/scorer_tokens": now["tokens"] - before["tokens"],
+            "explore/scorer_seconds": round(self._scorer_seconds, 2),
+        }
+        if pairs:
+            for name in ("episodes", "tokens", "seconds"):
+                per = scorer[f"explore/scorer_{name}"] / len(pairs)
+                scorer[f"cost/scorer_{name}_per_pair"] = round(per, 3)
         return {
             "iteration": iteration,
             "explore/success": sum(ep.reward >= 1.0 for ep in whole) / max(1, len(whole)),
@@ -388,4 +536,5 @@ class Exploration:
             "pairs/outcome": sum(p.pair_type == "outcome" for p in pairs),
             "pairs/step": sum(p.pair_type == "step" for p in pairs),
             **dict(sorted(counts.items())),
+            **scorer,
         }
