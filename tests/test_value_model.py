@@ -3,6 +3,8 @@ values (toy env, scripted policies), its training and prediction on the tiny mod
 `ipr-fit` end to end with it."""
 
 import json
+import signal
+import time
 from dataclasses import replace
 
 import peft
@@ -20,6 +22,7 @@ from ipr_lightning.config import (
     TrainerConfig,
     ValueModelConfig,
 )
+from ipr_lightning.data.io import read_pairs
 from ipr_lightning.data.records import Turn
 from ipr_lightning.data.render import ensure_chat_template
 from ipr_lightning.envs import build_env
@@ -148,6 +151,8 @@ def test_model_values_build_the_mc_pairs_without_mc_rollouts(toy, tmp_path):
     result = ex.iteration(1, LOOK, SeededScorer(), valuer=valuer)
     assert pair_decisions(result) == pair_decisions(fixed)
     assert not list(store.items(kind="mc")) and not list(store.items(kind="expert_mc"))
+    assert any(v["predicted"] for v in result.values)  # step_values.jsonl says which
+    assert not any(v["predicted"] for v in fixed.values)
     stats = result.stats
     assert stats["explore/scorer_episodes"] == 0 and stats["explore/scorer_tokens"] == 0
     assert stats["values/predicted"] == sum(calls) > 0 and stats["values/mc_checked"] == 0
@@ -249,26 +254,60 @@ def test_lora_config_of_the_value_model_targets_the_same_layers():
 # --- ipr-fit end to end -----------------------------------------------------------------------
 
 
-def test_ipr_fit_with_a_mixed_value_model(tiny_model_cfg, tmp_path):
-    out = tmp_path / "run"
-    proc = start(
-        out,
-        tiny_model_cfg.cache_dir,
-        "ipr.step_values=mixed",
-        "ipr.value_model.min_examples=1",
-        "ipr.value_model.epochs=1",
-    )
-    stdout, stderr = proc.communicate(timeout=900)
+MIXED = ("ipr.step_values=mixed", "ipr.value_model.min_examples=1", "ipr.value_model.epochs=1")
+
+
+@pytest.fixture(scope="module")
+def mixed_run(tiny_model_cfg, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mixed") / "run"
+    proc = start(out, tiny_model_cfg.cache_dir, *MIXED)
+    _, stderr = proc.communicate(timeout=900)
     assert proc.returncode == 0, stderr[-4000:]
+    return out
+
+
+def test_ipr_fit_with_a_mixed_value_model(mixed_run):
+    out = mixed_run
     first = json.loads((out / "iter_1" / "stats.json").read_text())
     second = json.loads((out / "iter_2" / "stats.json").read_text())
     assert first["values/train_examples"] == 0 and "values/predicted" not in first  # MC
     assert second["values/train_examples"] > 0 and second["values/fit_seconds"] > 0
-    assert "values/comparisons" in second or second["pairs/step"] == 0
+    assert second["values/comparisons"] == second["values/predicted"] > 0
     labels = LabelSet.load(out / "iter_2" / "value_labels.json")
     assert labels.rollouts and all(k[0] < 2 for k in labels.rollouts)
-    assert json.loads((out / "iter_2" / "started.json").read_text())["episodes"] >= 0
-    assert "explore/scorer_seconds" in second
+    assert first["explore/scorer_episodes"] > 0 and "explore/scorer_seconds" in second
+
+
+def _exploring_iteration_2(out):
+    store = out / "rollouts.jsonl"
+    return (out / "iter_2" / "value_labels.json").is_file() and '[2, "explore"' in (
+        store.read_text() if store.is_file() else ""
+    )
+
+
+def test_a_run_killed_while_its_value_model_values_resumes_to_the_same_pairs(
+    mixed_run, tiny_model_cfg, tmp_path
+):
+    out = tmp_path / "killed"
+    proc = start(out, tiny_model_cfg.cache_dir, *MIXED)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None and not _exploring_iteration_2(out):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert not (out / "iter_2" / "pairs.json").exists(), "killed too late"
+    resumed = start(out, tiny_model_cfg.cache_dir, "--resume", *MIXED)
+    _, stderr = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, stderr[-4000:]
+    for k in (1, 2):
+        want = read_pairs(mixed_run / f"iter_{k}" / "pairs.json")
+        got = read_pairs(out / f"iter_{k}" / "pairs.json")
+        assert [(p.id, p.chosen, p.rejected) for p in got] == [
+            (p.id, p.chosen, p.rejected) for p in want
+        ]
+    stats = [json.loads((d / "iter_2" / "stats.json").read_text()) for d in (mixed_run, out)]
+    for key in ("values/heldout_mse", "values/train_mse", "explore/scorer_episodes"):
+        assert stats[0].get(key) == stats[1].get(key), key
 
 
 def test_step_values_settings_are_checked():

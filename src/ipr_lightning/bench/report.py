@@ -303,13 +303,18 @@ def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
 def diagnostics(cells: Sequence[Cell]) -> list[dict]:
     """Per method with step pairs and iteration, over seeds: how often the expert's action
     has the higher MC value (by j), the expert's share of step pairs, and how well an
-    agent action's MC value predicts its episode's final reward."""
+    agent action's MC value predicts its episode's final reward (MC values only)."""
     out = []
     for method in sorted({c.method for c in cells if c.values}):
         for k in sorted({k for c in cells if c.method == method for k in c.values}):
             values = [v for c in cells if c.method == method for v in c.values.get(k, [])]
-            # adaptive MC values only what can form a pair, expert actions included
-            valued = [v for v in values if None not in (v["agent_value"], v["expert_value"])]
+            # adaptive MC values only what can form a pair, expert actions included; values a
+            # value model predicted (`ipr.step_values`) are not MC's
+            valued = [
+                v
+                for v in values
+                if None not in (v["agent_value"], v["expert_value"]) and not v.get("predicted")
+            ]
             by_j: dict[int, list[bool]] = {}
             for v in valued:
                 by_j.setdefault(v["j"], []).append(v["expert_value"] > v["agent_value"])

@@ -289,6 +289,7 @@ class Exploration:
         else:
             agent_v.update(self._scoring(self._mc_values, "mc", iteration, needed, scorer))
         value_stats = self._merge_predicted(predicted, expert_v, agent_v, winners)
+        from_model = set(predicted.values) - predicted.to_mc if predicted else set()
         values = [
             {
                 "task": task,
@@ -297,6 +298,7 @@ class Exploration:
                 "agent_value": agent_v.get((task, j)),
                 "expert_reward": by_id[task].reward,
                 "agent_reward": ep.reward,
+                "predicted": (task, j) in from_model,  # values from the value model, not MC
             }
             for (task, j), ep in sorted(explored.items())
             if j >= 1 and ep.policy_turns
