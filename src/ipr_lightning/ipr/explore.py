@@ -31,6 +31,10 @@ For task with expert actions a_1..a_n and prompt u (IPR_SPEC § 2.2):
   pair can form are sampled at all, expert values included (in `fixed` mode every expert
   value t = 2..n-1 is paid for up front). The values recorded are the means of the rollouts
   taken. N = `mc_samples` stays the most any value gets.
+- a `valuer` (the value model of `step_values` model/mixed, `values.py`): the comparisons that
+  can form a pair are valued by it instead (values known without it kept: exact ones, and
+  the expert's whose N rollouts are all in the store); `mixed` sends those whose predicted
+  gap is near τ_step to MC (`mc`'s way), whose values then replace the predictions.
 
 Several processes explore together through a `Shard` (one per rank): each runs the episodes
 whose key hashes to its rank, appending to its own store file; after each stage a barrier,
@@ -62,7 +66,6 @@ from ipr_lightning.ipr.pairs import (
     outcome_pair,
     step_decision,
     step_pair,
-    step_winner,
 )
 from ipr_lightning.ipr.store import Key, RolloutStore, StoredEpisode
 from ipr_lightning.ipr.values import Item, Predicted, model_values
@@ -288,8 +291,10 @@ class Exploration:
             )
         else:
             agent_v.update(self._scoring(self._mc_values, "mc", iteration, needed, scorer))
-        value_stats = self._merge_predicted(predicted, expert_v, agent_v, winners)
-        from_model = set(predicted.values) - predicted.to_mc if predicted else set()
+        value_stats, from_model = {}, set()
+        if predicted is not None:
+            value_stats = predicted.merge(expert_v, agent_v, winners, self.s.rules)
+            from_model = set(predicted.values) - predicted.to_mc
         values = [
             {
                 "task": task,
@@ -467,42 +472,6 @@ class Exploration:
         """The value of a group's N rollouts when all of them are in the store."""
         eps = [self.store.get((*group, s)) for s in range(self.s.mc_samples)]
         return None if None in eps else sum(ep.reward for ep in eps) / len(eps)
-
-    def _merge_predicted(
-        self,
-        predicted: Predicted | None,
-        expert_v: dict[tuple[str, int], float],
-        agent_v: dict[tuple[str, int], float],
-        winners: dict[tuple[str, int], str | None],
-    ) -> dict[str, float]:
-        """Put the model's values where MC did not replace them; count them, and (mixed)
-        how often the model's decision matched MC's on the comparisons MC checked."""
-        if predicted is None:
-            return {}
-        rules, agree = self.s.rules, 0
-        for key, (e, a) in predicted.values.items():
-            task, j = key
-            if key not in predicted.to_mc:
-                expert_v[(task, j + 1)], agent_v[key] = e, a
-                continue
-            e_reward, a_reward = predicted.rewards[key]
-            model = step_winner(Side([], e_reward, e), Side([], a_reward, a), rules)
-            mc = winners.get(key, UNDECIDED)
-            if mc == UNDECIDED:  # fixed MC: the decision of the values
-                mc = step_winner(
-                    Side([], e_reward, expert_v[(task, j + 1)]),
-                    Side([], a_reward, agent_v[key]),
-                    rules,
-                )
-            agree += model == mc
-        stats = {
-            "values/comparisons": len(predicted.values),
-            "values/predicted": predicted.predicted,
-            "values/mc_checked": len(predicted.to_mc),
-        }
-        if predicted.to_mc:
-            stats["values/mc_checked_agreement"] = round(agree / len(predicted.to_mc), 4)
-        return stats
 
     def _stats(
         self,

@@ -25,7 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ipr_lightning.data.records import Turn
-from ipr_lightning.ipr.pairs import PairRules, Side, ValueBound, step_decision, step_winner
+from ipr_lightning.ipr.pairs import (
+    UNDECIDED,
+    PairRules,
+    Side,
+    ValueBound,
+    step_decision,
+    step_winner,
+)
 from ipr_lightning.ipr.store import RolloutStore
 
 Item = tuple[Sequence[Turn], str]
@@ -176,6 +183,42 @@ class Predicted:
     """Comparisons `mixed` checks with MC rollouts (near τ_step)."""
     rewards: dict[tuple[str, int], tuple[float, float]]
     """(task, j) -> the expert's and the agent's final rewards."""
+
+    def merge(
+        self,
+        expert_v: dict[tuple[str, int], float],
+        agent_v: dict[tuple[str, int], float],
+        winners: dict[tuple[str, int], str | None],
+        rules: PairRules,
+    ) -> dict[str, float]:
+        """Put the model's values into `expert_v` ((task, j+1)) and `agent_v` ((task, j))
+        where MC did not replace them; returns their counts and (mixed) how often the model's
+        decision was MC's on the comparisons MC checked (`winners`: adaptive MC's decisions;
+        elsewhere the decision of the MC values)."""
+        agree = 0
+        for key, (e, a) in self.values.items():
+            task, j = key
+            if key not in self.to_mc:
+                expert_v[(task, j + 1)], agent_v[key] = e, a
+                continue
+            e_reward, a_reward = self.rewards[key]
+            model = step_winner(Side([], e_reward, e), Side([], a_reward, a), rules)
+            mc = winners.get(key, UNDECIDED)
+            if mc == UNDECIDED:
+                mc = step_winner(
+                    Side([], e_reward, expert_v[(task, j + 1)]),
+                    Side([], a_reward, agent_v[key]),
+                    rules,
+                )
+            agree += model == mc
+        stats = {
+            "values/comparisons": len(self.values),
+            "values/predicted": self.predicted,
+            "values/mc_checked": len(self.to_mc),
+        }
+        if self.to_mc:
+            stats["values/mc_checked_agreement"] = round(agree / len(self.to_mc), 4)
+        return stats
 
 
 def model_values(
