@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 
@@ -44,8 +43,8 @@ def main() -> None:
     from ipr_lightning.data.render import ensure_chat_template
     from ipr_lightning.ipr.pairs import PairRules
     from ipr_lightning.ipr.store import RolloutStore
-    from ipr_lightning.ipr.value_model import StepValueModel
-    from ipr_lightning.ipr.values import LabelSet, comparisons, held_out, held_out_metrics
+    from ipr_lightning.ipr.value_model import StepValueModel, fit_and_check, split_labels
+    from ipr_lightning.ipr.values import LabelSet, comparisons
     from ipr_lightning.models import load_tokenizer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -60,8 +59,7 @@ def main() -> None:
     tokenizer = ensure_chat_template(load_tokenizer(cfg.model))
     store = RolloutStore(run / "rollouts.jsonl")
     examples = LabelSet.of_store(store, args.before).examples(store)
-    train = [e for e in examples if not held_out(e.task)]
-    test = [e for e in examples if held_out(e.task)]
+    train, test = split_labels(examples)
     rewards = {}
     for k in range(1, args.before):
         path = run / f"iter_{k}" / "step_values.jsonl"
@@ -69,33 +67,32 @@ def main() -> None:
             row = json.loads(line)
             rewards[(k, row["task"], row["j"])] = (row["expert_reward"], row["agent_reward"])
     rules = PairRules(cfg.ipr.tau_traj, cfg.ipr.step_tau(cfg.env.name), cfg.ipr.agent_wins)
-    pairs = comparisons(test, rewards)
-    baseline = sum(e.value for e in train) / max(1, len(train))
     print(
         f"{run}: labels of iterations < {args.before}: {len(train)} training actions, "
-        f"{len(test)} held out ({len(pairs)} held-out comparisons); tau_step {rules.tau_step}"
+        f"{len(test)} held out ({len(comparisons(test, rewards))} held-out comparisons); "
+        f"tau_step {rules.tau_step}"
     )
     print(f"  {'lr':>8}{'epochs':>8}{'train MSE':>11}{'held-out MSE':>14}{'constant':>10}"
           f"{'decisions as MC':>17}{'pairs':>7}{'fit s':>8}")  # fmt: skip
     for lr in args.lr:
         for epochs in args.epochs:
             policy, sft_copy = sft_policy(run, cfg)
-            start = time.perf_counter()
+            seed = cfg.seed + args.before  # the seed the run's iteration `--before` uses
             model = StepValueModel.build(
-                policy, sft_copy, cfg.model.lora, tokenizer, vm.max_length, cfg.seed + 1
+                policy, sft_copy, cfg.model.lora, tokenizer, vm.max_length, seed
             )
-            fit = model.fit(train, epochs, lr, vm.batch_size, cfg.seed + 1, progress=False)
-            preds = model.predict([(e.prompt, e.action) for e in test], vm.batch_size)
-            m = held_out_metrics(test, preds, baseline, pairs, rules)
+            m = fit_and_check(
+                model, examples, rewards, rules, epochs, lr, vm.batch_size, seed, False
+            )
             model.close()
             agree = m.get("values/heldout_decision_agreement")
             print(
-                f"  {lr:>8g}{epochs:>8}{fit['train_mse']:>11.4f}"
+                f"  {lr:>8g}{epochs:>8}{m['values/train_mse']:>11.4f}"
                 f"{m.get('values/heldout_mse', float('nan')):>14.4f}"
                 f"{m.get('values/heldout_mse_constant', float('nan')):>10.4f}"
                 f"{'-' if agree is None else f'{agree:.3f}':>17}"
                 f"{m.get('values/heldout_comparisons', 0):>7}"
-                f"{time.perf_counter() - start:>8.1f}"
+                f"{m['values/fit_seconds']:>8.1f}"
             )
 
 

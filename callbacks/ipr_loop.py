@@ -51,8 +51,8 @@ from ipr_lightning.ipr.experts import ExpertTask
 from ipr_lightning.ipr.explore import Exploration, ExploreSettings
 from ipr_lightning.ipr.pairs import PairRules
 from ipr_lightning.ipr.store import RolloutStore
-from ipr_lightning.ipr.value_model import StepValueModel
-from ipr_lightning.ipr.values import LabelSet, comparisons, held_out, held_out_metrics
+from ipr_lightning.ipr.value_model import StepValueModel, fit_and_check, split_labels
+from ipr_lightning.ipr.values import LabelSet
 from ipr_lightning.lightning.reference import reference_logps, with_reference
 from ipr_lightning.models import POLICY, save_adapter
 from ipr_lightning.rollout.evaluate import evaluate
@@ -419,8 +419,7 @@ class IPRLoop(L.Callback):
             if trainer.is_global_zero:
                 labels.save(path)
         examples = labels.examples(store)
-        train = [e for e in examples if not held_out(e.task)]
-        test = [e for e in examples if held_out(e.task)]
+        train = split_labels(examples)[0]
         stats: dict[str, float] = {"values/train_examples": len(train)}
         if len(train) < vm.min_examples:
             log.info(
@@ -441,20 +440,14 @@ class IPRLoop(L.Callback):
             trainer.precision_plugin.forward_context,
             sft_adapter=SFT,
         )
-        fit = model.fit(train, vm.epochs, vm.lr, vm.batch_size, self.cfg.seed + k, self.progress)
-        stats.update({f"values/{name}": value for name, value in fit.items()})
-        predictions = model.predict([(e.prompt, e.action) for e in test], vm.batch_size)
         rewards = {
             (it, task, j): (expert, ep.reward)
             for (it, _, task, j, _), ep in store.items(kind="explore")
             if it < k and (expert := self.exploration.task_reward(task)) is not None
         }
-        baseline = sum(e.value for e in train) / len(train)
-        stats.update(
-            held_out_metrics(
-                test, predictions, baseline, comparisons(test, rewards), self.exploration.s.rules
-            )
-        )
+        rules, seed = self.exploration.s.rules, self.cfg.seed + k
+        args = (vm.epochs, vm.lr, vm.batch_size, seed, self.progress)
+        stats.update(fit_and_check(model, examples, rewards, rules, *args))
         log.info(
             "iteration %d: value model on %d labelled actions: held-out MSE %s (constant %s), "
             "decision agreement with MC %s",

@@ -31,7 +31,14 @@ from tqdm.auto import tqdm
 from ipr_lightning.config import LoraConfig
 from ipr_lightning.data.records import Turn
 from ipr_lightning.data.render import render_text
-from ipr_lightning.ipr.values import Item, ValueExample
+from ipr_lightning.ipr.pairs import PairRules
+from ipr_lightning.ipr.values import (
+    Item,
+    ValueExample,
+    comparisons,
+    held_out,
+    held_out_metrics,
+)
 from ipr_lightning.models import (
     add_reference_adapter,
     build_lora_config,
@@ -198,3 +205,31 @@ class StepValueModel:
             "train_mse": sum(last_epoch) / len(examples),
             "fit_seconds": round(time.perf_counter() - start, 2),
         }
+
+
+def split_labels(examples: Sequence[ValueExample]) -> tuple[list, list]:
+    """(training, held-out) examples: held-out tasks (`values.held_out`) never train."""
+    return [e for e in examples if not held_out(e.task)], [e for e in examples if held_out(e.task)]
+
+
+def fit_and_check(
+    model: StepValueModel,
+    examples: Sequence[ValueExample],
+    rewards: dict[tuple[int, str, int], tuple[float, float]],
+    rules: PairRules,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Train `model` on the examples of the training tasks and measure it on the held-out
+    ones (`held_out_metrics`; `rewards` as for `values.comparisons`): `values/*` stats."""
+    train, test = split_labels(examples)
+    fit = model.fit(train, epochs, lr, batch_size, seed, progress)
+    stats = {f"values/{name}": value for name, value in fit.items()}
+    predictions = model.predict([(e.prompt, e.action) for e in test], batch_size)
+    baseline = sum(e.value for e in train) / len(train)
+    pairs = comparisons(test, rewards)
+    stats.update(held_out_metrics(test, predictions, baseline, pairs, rules))
+    return stats
