@@ -180,11 +180,13 @@ def test_mixed_checks_with_mc_exactly_the_decisions_near_tau(toy, tmp_path, mc):
         stats = result.stats
         if checked:  # all near tau: MC decides every one, as without the model
             assert stats["values/mc_checked"] == stats["values/comparisons"] > 0
+            assert stats["values/predicted"] == 0  # every prediction replaced by MC's value
             assert pair_decisions(result) == pair_decisions(fixed)
             assert stats["values/mc_checked_agreement"] < 1.0  # the flat model says no pair
             assert stats["explore/scorer_episodes"] > 0
         else:  # none near tau: no MC; a step pair only where the expert's value is exact
             assert stats["values/mc_checked"] == 0 and stats["explore/scorer_episodes"] == 0
+            assert stats["values/predicted"] > 0
             steps = [p for p in result.pairs if p.pair_type == "step"]
             assert steps and all(p.meta["step"] == n_actions[p.meta["task_id"]] - 1 for p in steps)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,8 +178,8 @@ class Predicted:
 
     values: dict[tuple[str, int], tuple[float, float]]
     """(task, j) -> (the expert's value at j+1, the agent's): model, stored MC or exact."""
-    predicted: int
-    """How many of those values the model gave (the rest were known)."""
+    guessed: dict[tuple[str, int], int]
+    """Per comparison, how many of its two values the model gave (the rest were known)."""
     to_mc: set[tuple[str, int]]
     """Comparisons `mixed` checks with MC rollouts (near τ_step)."""
     rewards: dict[tuple[str, int], tuple[float, float]]
@@ -213,7 +214,8 @@ class Predicted:
             agree += model == mc
         stats = {
             "values/comparisons": len(self.values),
-            "values/predicted": self.predicted,
+            # values the model gave that are used: not those MC replaced
+            "values/predicted": sum(n for k, n in self.guessed.items() if k not in self.to_mc),
             "values/mc_checked": len(self.to_mc),
         }
         if self.to_mc:
@@ -242,14 +244,14 @@ def model_values(
     got.update(zip(slots, (min(max(v, 0.0), 1.0) for v in valuer(items)), strict=True))
     values = {key: (got[(key, 0)], got[(key, 1)]) for key, *_ in comparisons_}
     rewards = {key: (e, a) for key, e, a, _, _ in comparisons_}
+    guessed = Counter(key for key, _ in slots)
     to_mc = set()
     if margin is not None:
-        guessed = {key for key, _ in slots}
         for key, e_reward, a_reward, _, _ in comparisons_:
             e, a = values[key]
             if key in guessed and near_threshold(e_reward, a_reward, e, a, rules, margin):
                 to_mc.add(key)
-    return Predicted(values, len(slots), to_mc, rewards)
+    return Predicted(values, dict(guessed), to_mc, rewards)
 
 
 def held_out_metrics(
