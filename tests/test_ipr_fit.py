@@ -160,7 +160,7 @@ def test_explorer_is_the_current_policy_and_scorer_the_frozen_sft_copy(tiny_mode
     loop = IPRLoop(cfg, tok, [], handle, [], progress=False)
     used = []
 
-    def fake_iteration(k, explorer, scorer):
+    def fake_iteration(k, explorer, scorer, **_):
         used.append((k, explorer, scorer))
         return IterationResult(k, [], {"explore/episodes": 0})
 
