@@ -93,6 +93,7 @@ class ExploreSettings:
     """`mc`; `model`: a value model's predictions where one is given; `mixed`: those, and MC
     where they are within `value_margin` of changing a decision."""
     value_margin: float = 0.2
+    """`mixed`: how near τ_step a predicted value gap sends a comparison to MC."""
 
 
 @dataclass
