@@ -98,9 +98,12 @@ def _killed_where_meant(out: Path, point: str) -> bool:
     return "iteration 1" not in (phases.read_text() if phases.is_file() else "")
 
 
-def resume_to_the_end_with_the_same_pairs(out: Path, reference: Path, cache_dir: str) -> None:
-    """Resume the killed run in `out` to its end; its pairs must be the reference run's."""
-    resumed = start(out, cache_dir, "--resume")
+def resume_to_the_end_with_the_same_pairs(
+    out: Path, reference: Path, cache_dir: str, *extra: str
+) -> None:
+    """Resume the killed run in `out` (started with `extra`) to its end; its pairs must be
+    the reference run's."""
+    resumed = start(out, cache_dir, "--resume", *extra)
     _, stderr = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, stderr[-4000:]
     for k in (1, 2):

@@ -11,7 +11,7 @@ import peft
 import pytest
 import torch
 from test_ipr_explore import SeededScorer, pair_decisions
-from test_ipr_fit import start
+from test_ipr_fit import resume_to_the_end_with_the_same_pairs, start
 
 from ipr_lightning.config import (
     ConfigError,
@@ -22,7 +22,6 @@ from ipr_lightning.config import (
     TrainerConfig,
     ValueModelConfig,
 )
-from ipr_lightning.data.io import read_pairs
 from ipr_lightning.data.records import Turn
 from ipr_lightning.data.render import ensure_chat_template
 from ipr_lightning.envs import build_env
@@ -298,15 +297,7 @@ def test_a_run_killed_while_its_value_model_values_resumes_to_the_same_pairs(
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert not (out / "iter_2" / "pairs.json").exists(), "killed too late"
-    resumed = start(out, tiny_model_cfg.cache_dir, "--resume", *MIXED)
-    _, stderr = resumed.communicate(timeout=900)
-    assert resumed.returncode == 0, stderr[-4000:]
-    for k in (1, 2):
-        want = read_pairs(mixed_run / f"iter_{k}" / "pairs.json")
-        got = read_pairs(out / f"iter_{k}" / "pairs.json")
-        assert [(p.id, p.chosen, p.rejected) for p in got] == [
-            (p.id, p.chosen, p.rejected) for p in want
-        ]
+    resume_to_the_end_with_the_same_pairs(out, mixed_run, tiny_model_cfg.cache_dir, *MIXED)
     stats = [json.loads((d / "iter_2" / "stats.json").read_text()) for d in (mixed_run, out)]
     for key in ("values/heldout_mse", "values/train_mse", "explore/scorer_episodes"):
         assert stats[0].get(key) == stats[1].get(key), key

@@ -447,12 +447,11 @@ class Exploration:
         """The value model's values for every comparison that can form a step pair; values
         known without it are kept: exact ones (an action that ended its episode) and the
         expert's where all N of its rollouts are in the store already."""
-        rules, by_id = self.s.rules, {t.task_id: t for t in self.tasks}
-        unknown = ValueBound(0.0, 0, 1)
+        rules, unknown = self.s.rules, ValueBound(0.0, 0, 1)
         comparisons, known = [], {}
         for key, ep in sorted(explored.items()):
             task, j = key
-            expert = by_id[task]
+            expert = self._by_id[task]
             if key not in needed and key not in agent_v:
                 continue
             if step_decision(expert.reward, ep.reward, unknown, unknown, rules) is None:
